@@ -1,0 +1,128 @@
+"""What a secure sum needs to know to be safe, and what goes in and comes out of it.
+
+A :class:`ValueSpec` is the sensitivity contract between the client side (clipping) and the secure
+sum (encoding): the vector length, the bound each client's value respects, how many clients and
+how much total weight may be summed. Ring sizes and CKKS scales are derived from it, and a
+configuration whose sum could overflow is refused when the secure sum is created.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from privfl._validation import require_int, require_positive, require_real
+from privfl.errors import ConfigurationError, NonFiniteUpdateError, ShapeMismatchError
+
+__all__ = ["ClientId", "Contribution", "SumResult", "ValueSpec"]
+
+ClientId = int
+"""Clients are identified by non-negative integers, unique in a federation."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueSpec:
+    """The shape and bounds of the values a secure sum adds.
+
+    Attributes:
+        length: Number of coordinates d of each client value.
+        max_clients: Largest number of clients whose values may be summed in one round.
+        l2_bound: Bound on ‖x‖₂ of each (unweighted) client value, usually the clip norm;
+            ``None`` if unbounded (only the plain sum accepts that).
+        linf_bound: Bound on ‖x‖∞ of each client value; defaults to ``l2_bound`` (‖x‖∞ ≤ ‖x‖₂).
+        max_weight: Largest per-client weight w; clients send w·x and w.
+        dtype: ``"float32"`` (4 bytes per coordinate on the plain wire) or ``"float64"``.
+    """
+
+    length: int
+    max_clients: int
+    l2_bound: float | None = None
+    linf_bound: float | None = None
+    max_weight: float = 1.0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        require_int("length", self.length, minimum=1)
+        require_int("max_clients", self.max_clients, minimum=1)
+        if self.l2_bound is not None:
+            require_positive("l2_bound", self.l2_bound)
+        if self.linf_bound is not None:
+            require_positive("linf_bound", self.linf_bound)
+        require_positive("max_weight", self.max_weight)
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigurationError(
+                f"`dtype` must be 'float32' or 'float64'. Found {self.dtype!r}.")
+
+    @property
+    def coordinate_bound(self) -> float | None:
+        """The bound on |xᵢ| implied by the L∞ or the L2 bound, or ``None``."""
+        bounds = [b for b in (self.linf_bound, self.l2_bound) if b is not None]
+        return min(bounds) if bounds else None
+
+    @property
+    def max_abs_sum(self) -> float | None:
+        """Bound on |Σ wₖ xₖ,ᵢ| over a round: max_clients · max_weight · coordinate bound."""
+        b = self.coordinate_bound
+        return None if b is None else self.max_clients * self.max_weight * b
+
+    def check_value(self, value: npt.NDArray[np.floating], weight: float) -> None:
+        """Validate one client's value and weight against this spec (client side).
+
+        Raises:
+            ShapeMismatchError: Wrong shape.
+            NonFiniteUpdateError: NaN or Inf in ``value``.
+            ConfigurationError: Weight out of (0, max_weight] or a bound is violated.
+        """
+        if value.ndim != 1 or value.shape[0] != self.length:
+            raise ShapeMismatchError(
+                f"client value must have shape ({self.length},). Found {value.shape}.")
+        if not np.isfinite(value).all():
+            raise NonFiniteUpdateError("client value contains NaN or Inf; refusing to send it.")
+        require_real("weight", weight, low=0.0, high=self.max_weight, low_open=True,
+                     tip="weights are normalised to (0, max_weight] by the driver.")
+        slack = 1.0 + 1e-6
+        if self.l2_bound is not None:
+            norm = float(np.linalg.norm(value.astype(np.float64)))
+            if norm > self.l2_bound * slack:
+                raise ConfigurationError(
+                    f"client value L2 norm must be <= l2_bound={self.l2_bound}. Found {norm}. "
+                    "Tip: clip updates before the secure sum.")
+        if self.linf_bound is not None:
+            m = float(np.max(np.abs(value)))
+            if m > self.linf_bound * slack:
+                raise ConfigurationError(
+                    f"client value L-inf norm must be <= linf_bound={self.linf_bound}. "
+                    f"Found {m}.")
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """A client's input to a secure sum: the value x and its weight w (the sum adds w·x and w)."""
+
+    value: npt.NDArray[np.floating]
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SumResult:
+    """The output of a secure sum.
+
+    Attributes:
+        weighted_sum: Σₖ wₖ xₖ over the contributors (float64).
+        total_weight: Σₖ wₖ over the contributors.
+        contributors: The clients whose values are in the sum, sorted.
+    """
+
+    weighted_sum: npt.NDArray[np.float64]
+    total_weight: float
+    contributors: tuple[ClientId, ...]
+
+    def mean(self) -> npt.NDArray[np.float64]:
+        """The weighted mean Σ wₖxₖ / Σ wₖ."""
+        if not math.isfinite(self.total_weight) or self.total_weight <= 0:
+            raise ConfigurationError(
+                f"`total_weight` must be > 0 to take a mean. Found {self.total_weight!r}.")
+        return self.weighted_sum / self.total_weight

@@ -1,0 +1,88 @@
+"""The privfl exception hierarchy.
+
+Every error privfl raises on purpose is a :class:`PrivflError`. Messages name the argument, the
+value found and, where it is known, the fix::
+
+    `clip_norm` must be > 0. Found -1.0.
+
+Configuration errors also derive from :class:`ValueError` so that callers who already catch
+``ValueError`` keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceededError",
+    "ClientRefusedError",
+    "ConfigurationError",
+    "DataError",
+    "DecryptionError",
+    "EncodingOverflowError",
+    "MalformedMessageError",
+    "NonFiniteUpdateError",
+    "PrivflError",
+    "ProtocolAbortError",
+    "ProtocolViolationError",
+    "ShapeMismatchError",
+    "UnsupportedEventError",
+]
+
+
+class PrivflError(Exception):
+    """Root of every error raised deliberately by privfl."""
+
+
+class ConfigurationError(PrivflError, ValueError):
+    """A configuration value is out of range or inconsistent; raised before anything runs."""
+
+
+class ShapeMismatchError(ConfigurationError):
+    """A tensor, vector or state_dict does not have the shape or dtype that was declared."""
+
+
+class DataError(PrivflError, ValueError):
+    """A data set is unusable (empty, wrong labels, inconsistent lengths)."""
+
+
+class MalformedMessageError(PrivflError):
+    """Bytes received over a trust boundary do not decode to a valid message.
+
+    Raised before the message can influence any state (for a server: before it touches the
+    running sum).
+    """
+
+
+class ProtocolViolationError(PrivflError):
+    """A well-formed message that the protocol does not allow now.
+
+    Examples: a message for another round, from a client that was not selected, a duplicate
+    upload, or a message for a stage that is already closed.
+    """
+
+
+class ProtocolAbortError(PrivflError):
+    """A round cannot complete (for example too few clients survived); no result is produced."""
+
+
+class ClientRefusedError(PrivflError):
+    """A client declines to send its contribution; the round treats it as a dropout."""
+
+
+class NonFiniteUpdateError(ClientRefusedError):
+    """A client update contains NaN or Inf; the client refuses to send it."""
+
+
+class EncodingOverflowError(PrivflError):
+    """A value or a sum does not fit in the encoding (ring or CKKS scale) it was meant for."""
+
+
+class BudgetExceededError(PrivflError):
+    """Running the next step would exceed a privacy budget; the step is not run."""
+
+
+class DecryptionError(PrivflError):
+    """A ciphertext cannot be decrypted (wrong key, wrong parameters, or corrupted)."""
+
+
+class UnsupportedEventError(PrivflError):
+    """A privacy accountant cannot account for the given DP event."""

@@ -1,0 +1,254 @@
+"""A whole experiment from one flat configuration: what ``privfl run`` executes.
+
+:class:`RunConfig` holds every option of ``privfl run`` (the CLI flags and the TOML keys are
+its field names). :func:`run_experiment` builds data, model, client update, sampler, server
+optimizer and secure sum from it, trains, and writes a run directory with the resolved
+``config.toml``, ``history.json`` and ``plot.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privfl.core.weighting import Weighting
+from privfl.data.digits import Partition
+from privfl._validation import require_int, require_positive, require_probability, require_real
+from privfl.errors import ConfigurationError
+
+__all__ = [
+    "DatasetName",
+    "ModelChoice",
+    "RunConfig",
+    "RunResult",
+    "SamplingName",
+    "SecureName",
+    "ServerOptName",
+    "run_experiment",
+]
+
+
+class DatasetName(enum.Enum):
+    """Embedded data sets."""
+
+    DIGITS = "digits"
+    SYNTHETIC = "synthetic"
+
+
+class SamplingName(enum.Enum):
+    """Client sampling schemes."""
+
+    FIXED = "fixed"
+    POISSON = "poisson"
+
+
+class ServerOptName(enum.Enum):
+    """Server optimizers."""
+
+    FEDAVG = "fedavg"
+    FEDADAGRAD = "fedadagrad"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+
+
+class ModelChoice(enum.Enum):
+    """Which built-in model; ``AUTO`` picks the MLP for digits, logistic regression otherwise."""
+
+    AUTO = "auto"
+    MLP = "mlp"
+    CNN = "cnn"
+    LOGREG = "logreg"
+
+
+class SecureName(enum.Enum):
+    """Secure-sum mechanisms available to the CLI."""
+
+    PLAIN = "plain"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Every option of ``privfl run``; see ``privfl run --help`` for each one's meaning."""
+
+    dataset: DatasetName = DatasetName.DIGITS
+    model: ModelChoice = ModelChoice.AUTO
+    clients: int = 10
+    partition: Partition = Partition.DIRICHLET
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    synthetic_alpha: float = 1.0
+    synthetic_beta: float = 1.0
+    rounds: int = 50
+    sampling: SamplingName = SamplingName.FIXED
+    clients_per_round: int = 0
+    sample_rate: float = 1.0
+    local_epochs: int = 2
+    local_steps: int = 0
+    batch_size: int = 16
+    lr: float = 0.2
+    momentum: float = 0.0
+    fedprox_mu: float = 0.0
+    server_opt: ServerOptName = ServerOptName.FEDAVG
+    server_lr: float = 0.0
+    server_momentum: float = 0.0
+    weighting: Weighting = Weighting.EXAMPLES
+    secure: SecureName = SecureName.PLAIN
+    dropout_rate: float = 0.0
+    seed: int = 0
+    out: str = "runs"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        require_int("clients", self.clients, minimum=1)
+        require_positive("alpha", self.alpha)
+        require_int("shards_per_client", self.shards_per_client, minimum=1)
+        require_real("synthetic_alpha", self.synthetic_alpha, low=0.0)
+        require_real("synthetic_beta", self.synthetic_beta, low=0.0)
+        require_int("rounds", self.rounds, minimum=1)
+        require_int("clients_per_round", self.clients_per_round, minimum=0,
+                    maximum=self.clients, tip="0 means all clients.")
+        require_probability("sample_rate", self.sample_rate)
+        require_int("local_epochs", self.local_epochs, minimum=0)
+        require_int("local_steps", self.local_steps, minimum=0)
+        if (self.local_epochs == 0) == (self.local_steps == 0):
+            raise ConfigurationError(
+                "exactly one of `local_epochs` and `local_steps` must be > 0. "
+                f"Found {self.local_epochs} and {self.local_steps}.")
+        require_int("batch_size", self.batch_size, minimum=0, tip="0 means full batch.")
+        require_positive("lr", self.lr)
+        require_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        require_real("fedprox_mu", self.fedprox_mu, low=0.0)
+        require_real("server_lr", self.server_lr, low=0.0, tip="0 picks the optimizer's default.")
+        require_real("server_momentum", self.server_momentum, low=0.0, high=1.0, high_open=True)
+        require_real("dropout_rate", self.dropout_rate, low=0.0, high=1.0, high_open=True)
+        require_int("seed", self.seed, minimum=0)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from plain values (TOML or CLI), converting enum fields from their strings."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key not in fields:
+                raise ConfigurationError(
+                    f"unknown option `{raw_key}`. Known: {', '.join(sorted(fields))}.")
+            default = fields[key].default
+            if isinstance(default, enum.Enum):
+                try:
+                    value = type(default)(value)
+                except ValueError as exc:
+                    allowed = ", ".join(m.value for m in type(default))
+                    raise ConfigurationError(
+                        f"`{key}` must be one of {allowed}. Found {value!r}.") from exc
+            elif isinstance(default, float) and isinstance(value, int) and not isinstance(
+                    value, bool):
+                value = float(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+        """Read a TOML file (flat keys, or under a ``[run]`` table) and apply ``overrides``."""
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read config file {str(path)!r}: {exc}") from exc
+        table = raw.get("run", raw)
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"`run` in {path} must be a table.")
+        return cls.from_mapping({**table, **(overrides or {})})
+
+    def to_plain(self) -> dict[str, Any]:
+        """Field name → TOML-compatible value."""
+        return {k: (v.value if isinstance(v, enum.Enum) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    def to_toml(self) -> str:
+        """The resolved configuration as TOML (readable back with ``--config``)."""
+        lines = ["[run]"]
+        for k, v in self.to_plain().items():
+            lines.append(f"{k} = {json.dumps(v)}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run wrote its files, and its history."""
+
+    run_dir: Path
+    history: Any
+
+
+def _build(cfg: RunConfig) -> Any:
+    import numpy as np
+
+    from privfl.core.client import FedProx, LocalSGD
+    from privfl.core.fedavg import FedAvg, FedAvgConfig
+    from privfl.core.sampling import FixedSizeSampling, PoissonSampling
+    from privfl.core.securesum import PlainSecureSum
+    from privfl.core.server_opt import FedAdagrad, FedAdam, FedAvgServer, FedYogi
+    from privfl.core.transport import InMemoryTransport, RandomDropout
+    from privfl.data.digits import federated_digits
+    from privfl.data.synthetic import synthetic_federated
+    from privfl.models import ModelName, build_model
+
+    if cfg.dataset is DatasetName.DIGITS:
+        data = federated_digits(cfg.clients, partition=cfg.partition, alpha=cfg.alpha,
+                                shards_per_client=cfg.shards_per_client, seed=cfg.seed)
+        default_model = ModelName.MLP
+    else:
+        data = synthetic_federated(cfg.clients, alpha=cfg.synthetic_alpha,
+                                   beta=cfg.synthetic_beta, seed=cfg.seed)
+        default_model = ModelName.LOGREG
+    model_name = default_model if cfg.model is ModelChoice.AUTO else ModelName(cfg.model.value)
+    model = build_model(model_name, data.input_shape, data.num_classes, seed=cfg.seed)
+    local: dict[str, Any] = {
+        "learning_rate": cfg.lr, "momentum": cfg.momentum,
+        "batch_size": cfg.batch_size or None,
+        "epochs": cfg.local_epochs or None, "steps": cfg.local_steps or None,
+    }
+    update = FedProx(mu=cfg.fedprox_mu, **local) if cfg.fedprox_mu > 0 else LocalSGD(**local)
+    sampler: Any
+    if cfg.sampling is SamplingName.POISSON:
+        sampler = PoissonSampling(cfg.sample_rate)
+    else:
+        sampler = FixedSizeSampling(cfg.clients_per_round or cfg.clients)
+    server_opt: Any
+    if cfg.server_opt is ServerOptName.FEDAVG:
+        server_opt = FedAvgServer(cfg.server_lr or 1.0, cfg.server_momentum)
+    else:
+        cls = {ServerOptName.FEDADAM: FedAdam, ServerOptName.FEDYOGI: FedYogi,
+               ServerOptName.FEDADAGRAD: FedAdagrad}[cfg.server_opt]
+        server_opt = cls(learning_rate=cfg.server_lr or 1e-2)
+    dropout = (RandomDropout(cfg.dropout_rate, np.random.default_rng(cfg.seed + 7))
+               if cfg.dropout_rate > 0 else None)
+    return FedAvg(model=model, data=data, client_update=update,
+                  config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
+                                      weighting=cfg.weighting),
+                  server_optimizer=server_opt, secure_sum=PlainSecureSum(),
+                  transport=InMemoryTransport(dropout))
+
+
+def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,
+                   run_dir: Path | None = None) -> RunResult:
+    """Train as configured and write the run directory; returns it with the history."""
+    from privfl.plotting import plot_history
+
+    driver = _build(cfg)
+    if run_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        run_dir = Path(cfg.out) / (cfg.name or f"{stamp}-{cfg.dataset.value}-{cfg.secure.value}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(cfg.to_toml())
+    history = driver.run(on_round=on_round)
+    history.save(run_dir / "history.json")
+    plot_history(history, run_dir / "plot.png", title=f"privfl run: {run_dir.name}")
+    return RunResult(run_dir=run_dir, history=history)
