@@ -14,10 +14,36 @@ from privfl._lazy import lazy_getattr
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from privfl.core import (FedAdagrad, FedAdam, FedAvg, FedAvgConfig, FedAvgServer, FedProx, FedYogi, FixedSizeSampling, History, InMemoryTransport, LocalSGD, ParamSpec, PlainSecureSum, PoissonSampling, ScheduledDropout, ValueSpec, Weighting,)
-    from privfl.data import (federated_digits, synthetic_federated,)
-    from privfl.errors import (PrivflError,)
-    from privfl.models import (ModelName, build_model,)
+    from privfl.core import (
+        FedAdagrad,
+        FedAdam,
+        FedAvg,
+        FedAvgConfig,
+        FedAvgServer,
+        FedProx,
+        FedYogi,
+        FixedSizeSampling,
+        History,
+        InMemoryTransport,
+        LocalSGD,
+        ParamSpec,
+        PlainSecureSum,
+        PoissonSampling,
+        ScheduledDropout,
+        ValueSpec,
+        Weighting,
+    )
+    from privfl.data import (
+        federated_digits,
+        synthetic_federated,
+    )
+    from privfl.errors import (
+        PrivflError,
+    )
+    from privfl.models import (
+        ModelName,
+        build_model,
+    )
 
 __all__ = [
     "FedAdagrad",

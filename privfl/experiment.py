@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from privfl._validation import require_int, require_positive, require_probability, require_real
 from privfl.core.weighting import Weighting
 from privfl.data.digits import Partition
-from privfl._validation import require_int, require_positive, require_probability, require_real
 from privfl.errors import ConfigurationError
 
 __all__ = [

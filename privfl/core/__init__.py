@@ -7,16 +7,63 @@ from typing import TYPE_CHECKING
 from privfl._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from privfl.core.client import (ClientResult, ClientUpdate, FedProx, LocalSGD, evaluate,)
-    from privfl.core.fedavg import (FedAvg, FedAvgConfig, RoundHooks,)
-    from privfl.core.weighting import (Weighting,)
-    from privfl.core.history import (History, RoundRecord,)
-    from privfl.core.params import (ParamSpec,)
-    from privfl.core.sampling import (ClientSampler, FixedSizeSampling, PoissonSampling,)
-    from privfl.core.securesum import (ClientSession, PlainSecureSum, SecureSum, SecureSumProcess, ServerSession, TrustAssumption, Visibility,)
-    from privfl.core.server_opt import (FedAdagrad, FedAdam, FedAvgServer, FedYogi, ServerOptimizer,)
-    from privfl.core.spec import (ClientId, Contribution, SumResult, ValueSpec,)
-    from privfl.core.transport import (DropoutPolicy, InMemoryTransport, NoDropout, RandomDropout, RoundOutcome, ScheduledDropout,)
+    from privfl.core.client import (
+        ClientResult,
+        ClientUpdate,
+        FedProx,
+        LocalSGD,
+        evaluate,
+    )
+    from privfl.core.fedavg import (
+        FedAvg,
+        FedAvgConfig,
+        RoundHooks,
+    )
+    from privfl.core.history import (
+        History,
+        RoundRecord,
+    )
+    from privfl.core.params import (
+        ParamSpec,
+    )
+    from privfl.core.sampling import (
+        ClientSampler,
+        FixedSizeSampling,
+        PoissonSampling,
+    )
+    from privfl.core.securesum import (
+        ClientSession,
+        PlainSecureSum,
+        SecureSum,
+        SecureSumProcess,
+        ServerSession,
+        TrustAssumption,
+        Visibility,
+    )
+    from privfl.core.server_opt import (
+        FedAdagrad,
+        FedAdam,
+        FedAvgServer,
+        FedYogi,
+        ServerOptimizer,
+    )
+    from privfl.core.spec import (
+        ClientId,
+        Contribution,
+        SumResult,
+        ValueSpec,
+    )
+    from privfl.core.transport import (
+        DropoutPolicy,
+        InMemoryTransport,
+        NoDropout,
+        RandomDropout,
+        RoundOutcome,
+        ScheduledDropout,
+    )
+    from privfl.core.weighting import (
+        Weighting,
+    )
 
 __all__ = [
     "ClientId",

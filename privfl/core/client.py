@@ -165,7 +165,8 @@ def _nan_vector(spec: ParamSpec) -> npt.NDArray[np.float32]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayDataset, *, batch_size: int = 2048) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: ArrayDataset, *,
+             batch_size: int = 2048) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``data``."""
     model.eval()
     x = torch.from_numpy(data.x)

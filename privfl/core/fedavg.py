@@ -1,5 +1,4 @@
-"""The FedAvg driver (McMahan et al. 2017) with pluggable client updates, secure sums and
-server optimizers.
+"""The FedAvg driver (McMahan et al. 2017): pluggable client updates, secure sums, optimizers.
 
 One round r:
 

@@ -77,12 +77,13 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (NaN becomes ``null``)."""
-        return _jsonable({
+        out: dict[str, Any] = _jsonable({
             "initial_accuracy": self.initial_accuracy,
             "initial_loss": self.initial_loss,
             "stopped_early": self.stopped_early,
             "rounds": [asdict(r) for r in self.rounds],
-        })  # type: ignore[no-any-return]
+        })
+        return out
 
     def save(self, path: str | Path) -> None:
         """Write ``history.json``."""

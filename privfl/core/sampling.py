@@ -52,7 +52,7 @@ class PoissonSampling:
         return sorted(c for c, m in zip(population, mask, strict=True) if m)
 
     def inclusion_probability(self, population_size: int) -> float:
-        """q."""
+        """Q."""
         return self.sample_rate
 
     def max_clients(self, population_size: int) -> int:
@@ -76,16 +76,16 @@ class FixedSizeSampling:
                 f"Found {self.clients_per_round}.")
 
     def sample(self, population: Sequence[ClientId], rng: np.random.Generator) -> list[ClientId]:
-        """k distinct clients."""
+        """K distinct clients."""
         self._check(len(population))
         idx = rng.choice(len(population), size=self.clients_per_round, replace=False)
         return sorted(population[int(i)] for i in idx)
 
     def inclusion_probability(self, population_size: int) -> float:
-        """k / n."""
+        """K / n."""
         self._check(population_size)
         return self.clients_per_round / population_size
 
     def max_clients(self, population_size: int) -> int:
-        """k."""
+        """K."""
         return self.clients_per_round

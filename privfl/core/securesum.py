@@ -181,7 +181,7 @@ class _PlainServer:
         if not 0.0 < weight <= self.spec.max_weight:
             raise MalformedMessageError(
                 f"client {client}: weight {weight} outside (0, {self.spec.max_weight}].")
-        self._sum += value  # validated completely above; the first mutation is here
+        np.add(self._sum, value, out=self._sum)  # validated above; the first mutation is here
         self._weight += weight
         self._received.append(client)
 

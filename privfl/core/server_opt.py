@@ -117,4 +117,5 @@ class FedYogi(_Adaptive):
 
     def _second_moment(self, v: npt.NDArray[np.float32],
                        d2: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return v - (1 - self.beta2) * d2 * np.sign(v - d2)
+        out: npt.NDArray[np.float32] = v - (1 - self.beta2) * d2 * np.sign(v - d2)
+        return out

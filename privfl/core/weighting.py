@@ -26,5 +26,6 @@ def client_weights(sizes: npt.ArrayLike, weighting: Weighting) -> npt.NDArray[np
     """The weight of every client given its number of examples."""
     n = np.asarray(sizes, dtype=np.float64)
     if weighting is Weighting.EXAMPLES:
-        return n / n.max()
+        out: npt.NDArray[np.float64] = n / n.max()
+        return out
     return np.ones_like(n)

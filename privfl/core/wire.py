@@ -266,7 +266,8 @@ def _decode_payload(schema: Schema, f: Field, buf: memoryview) -> FieldValue:
     return arr
 
 
-def decode(data: bytes, schema: Schema, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> DecodedMessage:
+def decode(data: bytes, schema: Schema, *,
+           max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> DecodedMessage:
     """Decode and validate ``data`` as a message of ``schema``.
 
     Args:

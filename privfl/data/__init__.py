@@ -7,10 +7,23 @@ from typing import TYPE_CHECKING
 from privfl._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from privfl.data.dataset import (ArrayDataset, FederatedDataset,)
-    from privfl.data.digits import (Partition, federated_digits, load_digits,)
-    from privfl.data.partition import (dirichlet_partition, iid_partition, shard_partition,)
-    from privfl.data.synthetic import (synthetic_federated,)
+    from privfl.data.dataset import (
+        ArrayDataset,
+        FederatedDataset,
+    )
+    from privfl.data.digits import (
+        Partition,
+        federated_digits,
+        load_digits,
+    )
+    from privfl.data.partition import (
+        dirichlet_partition,
+        iid_partition,
+        shard_partition,
+    )
+    from privfl.data.synthetic import (
+        synthetic_federated,
+    )
 
 __all__ = [
     "ArrayDataset",

@@ -44,8 +44,8 @@ class Partition(enum.Enum):
     SHARDS = "shards"
 
 
-def federated_digits(num_clients: int, *, partition: Partition = Partition.DIRICHLET, alpha: float = 0.5,
-                     shards_per_client: int = 2, seed: int = 0,
+def federated_digits(num_clients: int, *, partition: Partition = Partition.DIRICHLET,
+                     alpha: float = 0.5, shards_per_client: int = 2, seed: int = 0,
                      test_fraction: float = 0.2) -> FederatedDataset:
     """Digits split among ``num_clients`` clients; the test split stays with the server."""
     train, test = load_digits(test_fraction=test_fraction, seed=seed)
@@ -57,5 +57,6 @@ def federated_digits(num_clients: int, *, partition: Partition = Partition.DIRIC
     elif partition is Partition.SHARDS:
         parts = shard_partition(train.y, num_clients, shards_per_client, rng)
     else:
-        raise ConfigurationError(f"`partition` must be a Partition. Found {partition!r}.")
+        raise ConfigurationError(
+            f"`partition` must be a Partition. Found {partition!r}.")
     return FederatedDataset.from_partition(train, test, parts, name="digits")

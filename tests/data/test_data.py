@@ -25,7 +25,7 @@ def _check_partition(parts: list[np.ndarray], n: int) -> None:
 def test_digits_split() -> None:
     train, test = load_digits()
     assert len(train) + len(test) == 1797
-    assert train.x.shape[1] == 64 and 0 <= train.x.min() and train.x.max() <= 1
+    assert train.x.shape[1] == 64 and train.x.min() >= 0 and train.x.max() <= 1
     assert set(np.unique(test.y)) == set(range(10))
 
 

@@ -1,0 +1,1 @@
+"""privfl benchmarks: config-driven runners that write stamped JSON (see README.md)."""
