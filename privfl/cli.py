@@ -44,6 +44,20 @@ _HELP: dict[str, str] = {
     "weighting": "weight client deltas by number of examples or uniformly",
     "secure": "secure-sum mechanism",
     "dropout_rate": "probability that a selected client drops out before uploading",
+    "dp": "differential privacy: off, local (DP-SGD on clients, example-level), central "
+          "(client-level DP-FedAvg, fixed clipping), adaptive (client-level, quantile clipping)",
+    "epsilon": "target epsilon at the end of the run; sigma is calibrated to it and it is "
+               "enforced as a budget (0 = none)",
+    "delta": "delta of the guarantee, in (0, 1)",
+    "noise_multiplier": "explicit noise multiplier sigma instead of calibrating from --epsilon",
+    "clip_norm": "clip norm C: per-example gradient (local) or per-client update (central); "
+                 "0 = default (1.0; adaptive starts at 0.1)",
+    "dp_sample_rate": "local DP-SGD: Poisson rate q of each client's examples per step",
+    "grad_sample_mode": "local DP-SGD: Opacus per-sample gradient mode, auto measures and picks",
+    "clipped_count_stddev": "adaptive clipping: noise std of the unclipped count (0 = 0.05 x "
+                            "expected clients per round)",
+    "accountant": "accountant that certifies epsilon (RDP is always reported alongside)",
+    "secure_noise": "draw DP noise from a CSPRNG instead of the seeded simulation generator",
     "seed": "seed for data split, sampling, initialisation and batch order",
     "out": "parent directory of run directories",
     "name": "run directory name (default: timestamp-dataset-secure)",
@@ -65,7 +79,9 @@ def _run_parser(sub: Any) -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _HELP[f.name]}
-        if isinstance(default, enum.Enum):
+        if isinstance(default, bool):
+            kw["action"] = "store_true"
+        elif isinstance(default, enum.Enum):
             kw["choices"] = [m.value for m in type(default)]
             kw["help"] += f" (default: {default.value})"
         else:
@@ -93,6 +109,23 @@ def _progress_run(cfg: RunConfig, quiet: bool) -> Any:
     return result
 
 
+def _report(run_dir: Path, *, as_json: bool) -> int:
+    from privfl.accounting.report import PrivacyReport
+
+    path = run_dir / "privacy_report.json"
+    if not path.is_file():
+        print(f"privfl: error: {path} does not exist (is {run_dir} a run directory?)",
+              file=sys.stderr)
+        return 2
+    try:
+        report = PrivacyReport.load(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"privfl: error: {path} is not a privacy report: {exc}", file=sys.stderr)
+        return 2
+    print(report.to_json() if as_json else report.to_markdown(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``privfl`` console script; returns the exit status."""
     parser = argparse.ArgumentParser(prog="privfl", description="Privacy-preserving federated "
@@ -100,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     _run_parser(sub)
+    rep = sub.add_parser("report", help="print the privacy report of a run directory",
+                         description="Print the Markdown privacy report of a run directory.")
+    rep.add_argument("run_dir", type=Path, help="directory written by `privfl run`")
+    rep.add_argument("--json", action="store_true", help="print the JSON report instead")
     args = vars(parser.parse_args(argv))
     if args.pop("version"):
         from privfl import __version__
@@ -110,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 2
+    if command == "report":
+        return _report(args["run_dir"], as_json=bool(args["json"]))
     quiet = bool(args.pop("quiet", False))
     try:
         config_path = args.pop("config", None)
@@ -123,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     h = result.history
     print(f"final test accuracy {h.final_accuracy:.4f} after {len(h.rounds)} rounds")
+    for u in result.report.units if result.report else []:
+        if u.client is None or u is result.report.worst_example():
+            print(f"privacy: {u.unit}: epsilon {u.epsilon:.4g} at delta {u.delta:g} "
+                  f"({u.accountant})" + ("  [worst client]" if u.client is not None else ""))
     if h.stopped_early:
         print(f"stopped early: {h.stopped_early}")
     aborted = [r.round_id for r in h.rounds if r.aborted]

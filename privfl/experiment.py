@@ -24,6 +24,8 @@ from privfl.data.digits import Partition
 from privfl.errors import ConfigurationError
 
 __all__ = [
+    "AccountantName",
+    "DPMode",
     "DatasetName",
     "ModelChoice",
     "RunConfig",
@@ -67,6 +69,22 @@ class ModelChoice(enum.Enum):
     LOGREG = "logreg"
 
 
+class DPMode(enum.Enum):
+    """Which differential-privacy layer a run uses."""
+
+    OFF = "off"
+    LOCAL = "local"
+    CENTRAL = "central"
+    ADAPTIVE = "adaptive"
+
+
+class AccountantName(enum.Enum):
+    """Certifying accountant (mirrors :class:`privfl.accounting.Accountant`)."""
+
+    PLD = "pld"
+    RDP = "rdp"
+
+
 class SecureName(enum.Enum):
     """Secure-sum mechanisms available to the CLI."""
 
@@ -101,6 +119,16 @@ class RunConfig:
     weighting: Weighting = Weighting.EXAMPLES
     secure: SecureName = SecureName.PLAIN
     dropout_rate: float = 0.0
+    dp: DPMode = DPMode.OFF
+    epsilon: float = 0.0
+    delta: float = 1e-5
+    noise_multiplier: float = 0.0
+    clip_norm: float = 0.0
+    dp_sample_rate: float = 0.05
+    grad_sample_mode: str = "auto"
+    clipped_count_stddev: float = 0.0
+    accountant: AccountantName = AccountantName.PLD
+    secure_noise: bool = False
     seed: int = 0
     out: str = "runs"
     name: str = ""
@@ -129,6 +157,24 @@ class RunConfig:
         require_real("server_momentum", self.server_momentum, low=0.0, high=1.0, high_open=True)
         require_real("dropout_rate", self.dropout_rate, low=0.0, high=1.0, high_open=True)
         require_int("seed", self.seed, minimum=0)
+        require_real("epsilon", self.epsilon, low=0.0, tip="0 means no target.")
+        require_real("delta", self.delta, low=0.0, high=1.0, low_open=True, high_open=True)
+        require_real("noise_multiplier", self.noise_multiplier, low=0.0,
+                     tip="0 means calibrate from --epsilon.")
+        require_real("clip_norm", self.clip_norm, low=0.0, tip="0 picks the DP mode's default.")
+        require_probability("dp_sample_rate", self.dp_sample_rate)
+        require_real("clipped_count_stddev", self.clipped_count_stddev, low=0.0)
+        if self.grad_sample_mode not in ("auto", "hooks", "functorch", "ew", "ghost"):
+            raise ConfigurationError("`grad_sample_mode` must be one of auto, hooks, functorch, "
+                                     f"ew, ghost. Found {self.grad_sample_mode!r}.")
+        if self.dp is not DPMode.OFF and self.epsilon == 0 and self.noise_multiplier == 0:
+            raise ConfigurationError(
+                f"`--dp {self.dp.value}` needs a target: give `epsilon` (σ is calibrated so the "
+                "run ends at it) or `noise_multiplier`. Found neither.")
+        if self.dp is DPMode.OFF and (self.epsilon or self.noise_multiplier):
+            raise ConfigurationError(
+                "`epsilon`/`noise_multiplier` were given but `dp` is 'off'. Tip: add "
+                "`--dp local|central|adaptive`.")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -185,6 +231,7 @@ class RunResult:
 
     run_dir: Path
     history: Any
+    report: Any = None
 
 
 def _build(cfg: RunConfig) -> Any:
@@ -230,11 +277,14 @@ def _build(cfg: RunConfig) -> Any:
         server_opt = cls(learning_rate=cfg.server_lr or 1e-2)
     dropout = (RandomDropout(cfg.dropout_rate, np.random.default_rng(cfg.seed + 7))
                if cfg.dropout_rate > 0 else None)
-    return FedAvg(model=model, data=data, client_update=update,
+    from privfl.recipes import build_dp
+
+    dp = build_dp(cfg, update, sampler, data.num_clients)
+    return FedAvg(model=model, data=data, client_update=dp.client_update,
                   config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
                                       weighting=cfg.weighting),
                   server_optimizer=server_opt, secure_sum=PlainSecureSum(),
-                  transport=InMemoryTransport(dropout))
+                  transport=InMemoryTransport(dropout), hooks=dp.hooks), dp
 
 
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,
@@ -242,7 +292,7 @@ def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = N
     """Train as configured and write the run directory; returns it with the history."""
     from privfl.plotting import plot_history
 
-    driver = _build(cfg)
+    driver, dp = _build(cfg)
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(cfg.out) / (cfg.name or f"{stamp}-{cfg.dataset.value}-{cfg.secure.value}")
@@ -251,4 +301,9 @@ def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = N
     history = driver.run(on_round=on_round)
     history.save(run_dir / "history.json")
     plot_history(history, run_dir / "plot.png", title=f"privfl run: {run_dir.name}")
-    return RunResult(run_dir=run_dir, history=history)
+    report = dp.report(driver.secure_sum.trust_assumption(), history)
+    (run_dir / "privacy_report.json").write_text(report.to_json())
+    (run_dir / "privacy_report.md").write_text(report.to_markdown())
+    if report.units:
+        report.plot(run_dir / "privacy_epsilon.png")
+    return RunResult(run_dir=run_dir, history=history, report=report)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from privfl.core.fedavg import (
         FedAvg,
         FedAvgConfig,
+        FederationInfo,
+        RoundGuard,
         RoundHooks,
     )
     from privfl.core.history import (
@@ -80,6 +82,7 @@ __all__ = [
     "FedAvgServer",
     "FedProx",
     "FedYogi",
+    "FederationInfo",
     "FixedSizeSampling",
     "History",
     "InMemoryTransport",
@@ -89,6 +92,7 @@ __all__ = [
     "PlainSecureSum",
     "PoissonSampling",
     "RandomDropout",
+    "RoundGuard",
     "RoundHooks",
     "RoundOutcome",
     "RoundRecord",
@@ -117,6 +121,8 @@ _EXPORTS = {
     "FedAdam": "privfl.core.server_opt",
     "FedAvg": "privfl.core.fedavg",
     "FedAvgConfig": "privfl.core.fedavg",
+    "FederationInfo": "privfl.core.fedavg",
+    "RoundGuard": "privfl.core.fedavg",
     "FedAvgServer": "privfl.core.server_opt",
     "FedProx": "privfl.core.client",
     "FedYogi": "privfl.core.server_opt",

@@ -50,7 +50,8 @@ class ClientUpdate(Protocol):
     """Local training on one client."""
 
     def train(self, model: nn.Module, spec: ParamSpec, global_params: npt.NDArray[np.float32],
-              data: ArrayDataset, rng: np.random.Generator, client_id: int) -> ClientResult:
+              data: ArrayDataset, rng: np.random.Generator, client_id: int,
+              round_id: int) -> ClientResult:
         """Load ``global_params`` into ``model``, train on ``data``, return the delta."""
         ...
 
@@ -112,7 +113,8 @@ class LocalSGD:
         return None
 
     def train(self, model: nn.Module, spec: ParamSpec, global_params: npt.NDArray[np.float32],
-              data: ArrayDataset, rng: np.random.Generator, client_id: int) -> ClientResult:
+              data: ArrayDataset, rng: np.random.Generator, client_id: int,
+              round_id: int = 0) -> ClientResult:
         """Run local SGD from ``global_params``; see :class:`ClientUpdate`."""
         spec.load_into(model, global_params)
         model.train()

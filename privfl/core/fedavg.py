@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ from privfl.core.weighting import Weighting, client_weights
 from privfl.data.dataset import FederatedDataset
 from privfl.errors import ProtocolAbortError
 
-__all__ = ["FedAvg", "FedAvgConfig", "RoundHooks"]
+__all__ = ["FedAvg", "FedAvgConfig", "FederationInfo", "RoundGuard", "RoundHooks"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,15 +64,37 @@ class FedAvgConfig:
         require_int("eval_every", self.eval_every, minimum=1)
 
 
-class RoundHooks(Protocol):
-    """Extension points around aggregation (used by the DP layer)."""
+@dataclass(frozen=True, slots=True)
+class FederationInfo:
+    """What the aggregation hooks may know about the federation (all public to the server).
 
-    def value_spec(self, spec: ValueSpec) -> ValueSpec:
-        """Tighten the spec handed to the secure sum (for example set the clip bound)."""
-        ...
+    Attributes:
+        num_clients: Population size N.
+        weights: Each client's weight wₖ ∈ (0, 1].
+        sampler: The client sampling scheme.
+        rounds: Planned number of rounds.
+    """
+
+    num_clients: int
+    weights: npt.NDArray[np.float64]
+    sampler: ClientSampler
+    rounds: int
+
+
+@runtime_checkable
+class RoundGuard(Protocol):
+    """Anything that may veto a round before it runs (privacy budgets)."""
 
     def before_round(self, round_id: int, selected: list[ClientId]) -> None:
-        """Raise to stop before the round runs (for example a privacy budget)."""
+        """Raise :class:`~privfl.errors.BudgetExceededError` to stop before ``round_id``."""
+        ...
+
+
+class RoundHooks(RoundGuard, Protocol):
+    """Extension points around aggregation (used by the DP layer)."""
+
+    def setup(self, spec: ValueSpec, info: FederationInfo) -> ValueSpec:
+        """Return the spec handed to the secure sum (for example with the clip bound set)."""
         ...
 
     def client_value(self, round_id: int, client: ClientId,
@@ -82,7 +104,11 @@ class RoundHooks(Protocol):
 
     def after_sum(self, round_id: int, result: SumResult,
                   record: RoundRecord) -> npt.NDArray[np.float64]:
-        """Turn the secure-sum result into the averaged delta (for example add noise)."""
+        """Turn the secure-sum result into the averaged delta (for example add noise).
+
+        Called with an empty result (no contributors) for a round in which no client was
+        sampled, so that a DP release still happens as the accounting assumes.
+        """
         ...
 
 
@@ -120,7 +146,9 @@ class FedAvg:
         vspec = ValueSpec(length=self.spec.dim, max_clients=self.config.sampler.max_clients(n),
                           max_weight=1.0)
         if self.hooks is not None:
-            vspec = self.hooks.value_spec(vspec)
+            info = FederationInfo(num_clients=n, weights=self._weights,
+                                  sampler=self.config.sampler, rounds=self.config.rounds)
+            vspec = self.hooks.setup(vspec, info)
         self.value_spec = vspec
         self._process = self.secure_sum.create(vspec)
         self._rng = np.random.default_rng(self.config.seed)
@@ -141,8 +169,9 @@ class FedAvg:
         for r in range(1, self.config.rounds + 1):
             selected = self.config.sampler.sample(population, self._rng)
             try:
-                if self.hooks is not None:
-                    self.hooks.before_round(r, selected)
+                for guard in (self.hooks, self.client_update):
+                    if isinstance(guard, RoundGuard):
+                        guard.before_round(r, selected)
             except BudgetExceededError as exc:
                 history.stopped_early = f"before round {r}: {exc}"
                 break
@@ -158,9 +187,15 @@ class FedAvg:
         record = RoundRecord(round_id=round_id, selected=list(selected))
         if not selected:
             record.aborted = "no client was sampled"
+            if self.hooks is not None:  # a DP release happens even for an empty sample
+                empty = SumResult(weighted_sum=np.zeros(self.value_spec.length),
+                                  total_weight=0.0, contributors=())
+                avg = self.hooks.after_sum(round_id, empty, record)
+                self.params = self.server_optimizer.step(self.params, avg)
+                record.aborted += " (noise-only DP release applied)"
             self._evaluate(record, round_id, t0)
             return record
-        results = {c: self._train_client(c) for c in selected}
+        results = {c: self._train_client(c, round_id) for c in selected}
         record.train_loss = float(np.mean([res.train_loss for res in results.values()]))
         t1 = time.perf_counter()
         contributions = self._contributions(round_id, results)
@@ -186,9 +221,9 @@ class FedAvg:
         self._evaluate(record, round_id, t0)
         return record
 
-    def _train_client(self, client: ClientId) -> ClientResult:
+    def _train_client(self, client: ClientId, round_id: int) -> ClientResult:
         return self.client_update.train(self.model, self.spec, self.params,
-                                        self.data.clients[client], self._rng, client)
+                                        self.data.clients[client], self._rng, client, round_id)
 
     def _contributions(self, round_id: int,
                        results: Mapping[ClientId, ClientResult]) -> dict[ClientId, Contribution]:

@@ -54,7 +54,7 @@ class _FixedDeltas:
     def __init__(self, deltas: dict[int, np.ndarray]) -> None:
         self.deltas = deltas
 
-    def train(self, model, spec, global_params, data, rng, client_id):  # type: ignore[no-untyped-def]
+    def train(self, model, spec, global_params, data, rng, client_id, round_id):  # type: ignore[no-untyped-def]
         return ClientResult(delta=self.deltas[client_id], num_examples=len(data), train_loss=0.0,
                             steps=1)
 

@@ -1,0 +1,242 @@
+"""PrivacyReport: what a run guarantees, per privacy unit, and under which trust assumptions.
+
+A report states for each unit ε at δ from the certifying accountant (PLD by default) with RDP
+alongside, the neighbouring relation, the mechanisms with their parameters, how often the unit
+was charged, and ε after each round. It also carries the trust assumptions that the
+confidentiality layer (the secure sum) declares, because DP says nothing about who sees the
+individual updates. It serialises to JSON (round-trippable), Markdown and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privfl.accounting.accountant import Accountant
+from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit, UnitKind
+from privfl.errors import UnsupportedEventError
+
+__all__ = ["PrivacyReport", "UnitReport"]
+
+_MAX_PLD_POINTS = 8
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return "∞" if math.isinf(x) else f"{x:.4g}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitReport:
+    """The guarantee for one privacy unit."""
+
+    unit: str
+    kind: str
+    client: int | None
+    neighboring_relation: str
+    delta: float
+    epsilon: float | None
+    accountant: str
+    epsilon_pld: float | None
+    epsilon_rdp: float | None
+    budget_epsilon: float | None
+    rounds_charged: int
+    mechanisms: list[dict[str, Any]]
+    epsilon_by_round: list[list[float | None]]
+    """Rows ``[round, ε_RDP, ε_PLD or None]`` (PLD at up to 8 evenly spaced rounds)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacyReport:
+    """Everything a run can claim about privacy."""
+
+    delta: float
+    accountant: str
+    units: list[UnitReport]
+    trust_assumptions: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # --- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_ledger(cls, ledger: PrivacyLedger, *,
+                    trust_assumptions: Sequence[Mapping[str, str]] = (),
+                    notes: Sequence[str] = ()) -> PrivacyReport:
+        """Summarise ``ledger`` (computes ε per unit and per round)."""
+        units = [cls._unit(ledger, u) for u in ledger.units]
+        return cls(delta=ledger.delta, accountant=ledger.accountant.name, units=units,
+                   trust_assumptions=[dict(t) for t in trust_assumptions], notes=list(notes))
+
+    @staticmethod
+    def _safe(ledger: PrivacyLedger, unit: PrivacyUnit, acc: Accountant,
+              up_to: int | None = None) -> float | None:
+        try:
+            return ledger.epsilon(unit, accountant=acc, up_to_round=up_to)
+        except UnsupportedEventError:
+            return None
+
+    @classmethod
+    def _unit(cls, ledger: PrivacyLedger, unit: PrivacyUnit) -> UnitReport:
+        rounds = ledger.rounds(unit)
+        pld_rounds = set(rounds[:: max(1, math.ceil(len(rounds) / _MAX_PLD_POINTS))] + rounds[-1:])
+        history: list[list[float | None]] = []
+        for r in rounds:
+            rdp = cls._safe(ledger, unit, Accountant.RDP, r)
+            pld = cls._safe(ledger, unit, Accountant.PLD, r) if r in pld_rounds else None
+            history.append([float(r), rdp, pld])
+        mechanisms: dict[tuple[str, str], dict[str, Any]] = {}
+        for e in ledger.entries(unit):
+            key = (e.mechanism, json.dumps(dict(e.params), sort_keys=True, default=str))
+            m = mechanisms.setdefault(key, {"mechanism": e.mechanism, **dict(e.params),
+                                            "times": 0, "dp_event": repr(e.event)})
+            m["times"] += 1
+        budget = ledger.budgets.get(unit.kind)
+        eps_pld = cls._safe(ledger, unit, Accountant.PLD)
+        eps_rdp = cls._safe(ledger, unit, Accountant.RDP)
+        primary = eps_pld if ledger.accountant is Accountant.PLD else eps_rdp
+        return UnitReport(
+            unit=unit.key, kind=unit.kind.value, client=unit.client,
+            neighboring_relation=unit.relation.value, delta=ledger.delta,
+            epsilon=primary, accountant=ledger.accountant.name,
+            epsilon_pld=eps_pld, epsilon_rdp=eps_rdp,
+            budget_epsilon=budget.epsilon if budget else None, rounds_charged=len(rounds),
+            mechanisms=list(mechanisms.values()), epsilon_by_round=history)
+
+    # --- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict (∞ becomes the string "inf")."""
+        def clean(x: Any) -> Any:
+            if isinstance(x, float) and math.isinf(x):
+                return "inf"
+            if isinstance(x, dict):
+                return {k: clean(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [clean(v) for v in x]
+            return x
+
+        out: dict[str, Any] = clean(asdict(self))
+        return out
+
+    def to_json(self) -> str:
+        """Indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PrivacyReport:
+        """Inverse of :meth:`to_dict`."""
+        def unclean(x: Any) -> Any:
+            if x == "inf":
+                return math.inf
+            if isinstance(x, list):
+                return [unclean(v) for v in x]
+            return x
+
+        units = [UnitReport(**{k: unclean(v) for k, v in u.items()}) for u in raw["units"]]
+        return cls(delta=raw["delta"], accountant=raw["accountant"], units=units,
+                   trust_assumptions=list(raw.get("trust_assumptions", [])),
+                   notes=list(raw.get("notes", [])))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PrivacyReport:
+        """Read a ``privacy_report.json``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def worst(self, kind: UnitKind) -> UnitReport | None:
+        """The unit of ``kind`` with the largest ε (None if there is none)."""
+        units = [u for u in self.units if u.kind == kind.value]
+        return max(units, key=lambda u: -1.0 if u.epsilon is None else u.epsilon, default=None)
+
+    def worst_example(self) -> UnitReport | None:
+        """The example-level unit with the largest ε."""
+        return self.worst(UnitKind.EXAMPLE)
+
+    def to_markdown(self) -> str:
+        """A human-readable report."""
+        lines = ["# Privacy report", ""]
+        lines += [f"ε is reported at δ = {self.delta:g}, certified by the **{self.accountant}** "
+                  "accountant (dp-accounting), with RDP alongside. Both are upper bounds.", ""]
+        if not self.units:
+            lines += ["**No differential privacy**: no mechanism released a DP event. The model "
+                      "and the updates carry no formal privacy guarantee.", ""]
+        clients = [u for u in self.units if u.kind == UnitKind.CLIENT.value]
+        examples = [u for u in self.units if u.kind == UnitKind.EXAMPLE.value]
+        for u in clients:
+            lines += ["## Client-level DP (one client's whole data set)", ""]
+            lines += self._unit_md(u)
+        if examples:
+            lines += ["## Example-level DP inside each client (one training example)", ""]
+            eps = [u.epsilon for u in examples if u.epsilon is not None]
+            lines += [f"{len(examples)} clients, one ledger each (never summed across clients). "
+                      f"ε ranges from {_fmt(min(eps, default=None))} to "
+                      f"{_fmt(max(eps, default=None))}.", ""]
+            lines += ["| client | ε | ε (PLD) | ε (RDP) | rounds | budget ε |",
+                      "|---|---|---|---|---|---|"]
+            for u in examples:
+                lines.append(f"| {u.client} | {_fmt(u.epsilon)} | {_fmt(u.epsilon_pld)} | "
+                             f"{_fmt(u.epsilon_rdp)} | {u.rounds_charged} | "
+                             f"{_fmt(u.budget_epsilon)} |")
+            lines += ["", "Mechanism of the worst-case client:", ""]
+            worst = self.worst(UnitKind.EXAMPLE)
+            if worst is not None:
+                lines += self._unit_md(worst, header=False)
+        lines += ["## Who sees what (confidentiality layer)", ""]
+        for t in self.trust_assumptions:
+            lines += [f"- **{t['mechanism']}** — {t['statement']} Server sees: "
+                      f"{t['server_sees']}. Broken by: {t['broken_by']}. "
+                      f"Dropouts tolerated: {t['dropouts_tolerated']}."]
+        if not self.trust_assumptions:
+            lines.append("- not declared")
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _unit_md(u: UnitReport, header: bool = True) -> list[str]:
+        out = [f"- ε = **{_fmt(u.epsilon)}** at δ = {u.delta:g} ({u.accountant}); "
+               f"PLD {_fmt(u.epsilon_pld)}, RDP {_fmt(u.epsilon_rdp)}",
+               f"- neighbouring relation: {u.neighboring_relation.replace('_', ' ')}",
+               f"- charged in {u.rounds_charged} rounds"]
+        if u.budget_epsilon is not None:
+            out.append(f"- budget: ε ≤ {_fmt(u.budget_epsilon)}")
+        for m in u.mechanisms:
+            params = ", ".join(f"{k}={v}" for k, v in m.items()
+                               if k not in ("mechanism", "times", "dp_event"))
+            out.append(f"- mechanism **{m['mechanism']}** × {m['times']}: {params}")
+        return out + [""]
+
+    def plot(self, path: str | Path) -> Path:
+        """PNG of ε over rounds per unit (RDP per round as lines, PLD as markers)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for u in self.units:
+            rows = [(float(r[0] or 0), float(r[1])) for r in u.epsilon_by_round
+                    if r[1] is not None and math.isfinite(r[1])]
+            label = "client-level" if u.client is None else f"client {u.client} (examples)"
+            style: dict[str, Any] = {"lw": 2} if u.client is None else {"lw": 0.8, "alpha": 0.6}
+            if rows:
+                line, = ax.plot([r[0] for r in rows], [r[1] for r in rows], label=f"{label}, RDP",
+                                **style)
+                pld = [(float(r[0] or 0), float(r[2])) for r in u.epsilon_by_round
+                       if r[2] is not None and math.isfinite(r[2])]
+                ax.plot([r[0] for r in pld], [r[1] for r in pld], "o", color=line.get_color(),
+                        ms=4)
+            if u.budget_epsilon is not None:
+                ax.axhline(u.budget_epsilon, ls="--", color="grey", lw=1)
+        ax.set(xlabel="round", ylabel=f"ε at δ={self.delta:g}",
+               title="Privacy spent (lines: RDP, dots: PLD)")
+        ax.grid(alpha=0.3)
+        if len(self.units) <= 12 and self.units:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out

@@ -1,0 +1,186 @@
+"""Presets that assemble the privacy layers without exposing their knobs one by one.
+
+* :func:`local_dp_sgd` — example-level DP inside each client (Opacus DP-SGD), σ calibrated so
+  that a client selected in every round ends at the target ε.
+* :func:`dp_fedavg` — client-level DP (DP-FedAvg) with fixed or adaptive clipping, σ calibrated
+  over the planned rounds for the client sampling scheme.
+
+Each returns a :class:`DPPlan`: the client update and round hooks to hand to
+:class:`~privfl.core.fedavg.FedAvg`, the ledger that records every DP event (with a budget equal
+to the target, checked before each round), and :meth:`DPPlan.report`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from privfl.accounting.accountant import Accountant, epsilon
+from privfl.accounting.calibrate import calibrate_noise_multiplier, calibrate_to
+from privfl.accounting.ledger import Budget, PrivacyLedger, UnitKind
+from privfl.accounting.report import PrivacyReport
+from privfl.core.client import ClientUpdate
+from privfl.core.history import History
+from privfl.core.sampling import ClientSampler, FixedSizeSampling
+from privfl.core.securesum import TrustAssumption
+from privfl.errors import ConfigurationError
+
+__all__ = ["DPPlan", "build_dp", "dp_fedavg", "local_dp_sgd", "no_dp"]
+
+
+@dataclass
+class DPPlan:
+    """The DP pieces of a run and how to report on them."""
+
+    client_update: Any
+    hooks: Any = None
+    ledger: PrivacyLedger | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def report(self, trust: TrustAssumption, history: History | None = None) -> PrivacyReport:
+        """The privacy report of the run so far."""
+        notes = list(self.notes)
+        if history is not None and history.stopped_early:
+            notes.append(f"The run stopped early: {history.stopped_early}")
+        if self.ledger is None:
+            notes.insert(0, "No differential privacy was applied.")
+            return PrivacyReport(delta=math.nan, accountant="none", units=[],
+                                 trust_assumptions=[_trust_dict(trust)], notes=notes)
+        return PrivacyReport.from_ledger(self.ledger, trust_assumptions=[_trust_dict(trust)],
+                                         notes=notes)
+
+
+def _trust_dict(t: TrustAssumption) -> dict[str, str]:
+    d = asdict(t)
+    d["server_sees"] = t.server_sees.value
+    return d
+
+
+def no_dp(client_update: ClientUpdate) -> DPPlan:
+    """A plan without DP (the report says so)."""
+    return DPPlan(client_update=client_update)
+
+
+def local_dp_sgd(*, rounds: int, steps: int, sample_rate: float, learning_rate: float,
+                 delta: float, target_epsilon: float | None = None,
+                 noise_multiplier: float | None = None, clip_norm: float = 1.0,
+                 accountant: Accountant = Accountant.PLD, grad_sample_mode: Any = None,
+                 secure_mode: bool = False) -> DPPlan:
+    """Example-level DP-SGD on every client.
+
+    With ``target_epsilon``, σ is the smallest value for which ``rounds × steps`` DP-SGD steps at
+    rate q stay within (ε, δ) — the worst case of a client selected in every round — and the
+    ledger's example-level budget is (ε, δ).
+    """
+    from privfl.dp.local import DPSGDClientUpdate, GradSampleMode
+
+    ledger_budgets = {}
+    notes = []
+    if noise_multiplier is None:
+        if target_epsilon is None:
+            raise ConfigurationError("give `target_epsilon` or `noise_multiplier`.")
+        noise_multiplier = calibrate_noise_multiplier(
+            target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate,
+            steps=rounds * steps, accountant=accountant)
+        notes.append(f"noise_multiplier {noise_multiplier:.4g} was calibrated with "
+                     f"{accountant.name} so that a client that trains in all {rounds} rounds "
+                     f"({rounds * steps} DP-SGD steps at q={sample_rate:g}) ends at ε ≤ "
+                     f"{target_epsilon:g}, δ={delta:g}.")
+    if target_epsilon is not None:
+        ledger_budgets[UnitKind.EXAMPLE] = Budget(target_epsilon, delta)
+    ledger = PrivacyLedger(delta=delta, accountant=accountant, budgets=ledger_budgets)
+    update = DPSGDClientUpdate(
+        noise_multiplier=noise_multiplier, clip_norm=clip_norm, sample_rate=sample_rate,
+        steps=steps, learning_rate=learning_rate, ledger=ledger, secure_mode=secure_mode,
+        grad_sample_mode=grad_sample_mode or GradSampleMode.AUTO)
+    notes.append("Example-level DP: each client has its own ledger; ε is never summed "
+                 "across clients. The guarantee holds against the server and anyone who sees "
+                 "the client's updates or the models.")
+    return DPPlan(client_update=update, ledger=ledger, notes=notes)
+
+
+def dp_fedavg(*, client_update: ClientUpdate, sampler: ClientSampler, num_clients: int,
+              rounds: int, delta: float, target_epsilon: float | None = None,
+              noise_multiplier: float | None = None, clip_norm: float | None = None,
+              adaptive: bool = False, clipped_count_stddev: float | None = None,
+              accountant: Accountant = Accountant.PLD,
+              rng: np.random.Generator | None = None) -> DPPlan:
+    """Client-level DP-FedAvg with central Gaussian noise on the sum.
+
+    Fixed-size client sampling is analysed as sampling without replacement under the
+    replace-one relation, which dp-accounting supports with RDP only: the plan switches the
+    accountant to RDP and says so in its notes.
+    """
+    from privfl.dp.central import CentralDP, client_level_event
+    from privfl.dp.clipping import AdaptiveClipping, FixedClipping
+
+    notes: list[str] = []
+    if isinstance(sampler, FixedSizeSampling) and accountant is Accountant.PLD:
+        accountant = Accountant.RDP
+        notes.append("Fixed-size client sampling is accounted as sampling without replacement "
+                     "(replace-one neighbours) with RDP: dp-accounting's PLD has no analysis "
+                     "for it. Use Poisson client sampling for PLD.")
+
+    def eps_of(z: float) -> float:
+        import dp_accounting
+
+        ev, rel = client_level_event(z, sampler, num_clients)
+        return epsilon(dp_accounting.SelfComposedDpEvent(ev, rounds), delta=delta,
+                       accountant=accountant, relation=rel)
+
+    if noise_multiplier is None:
+        if target_epsilon is None:
+            raise ConfigurationError("give `target_epsilon` or `noise_multiplier`.")
+        noise_multiplier = calibrate_to(eps_of, target_epsilon)
+        notes.append(f"noise_multiplier {noise_multiplier:.4g} was calibrated with "
+                     f"{accountant.name} so that {rounds} rounds end at ε ≤ {target_epsilon:g}, "
+                     f"δ={delta:g} (client-level).")
+    budgets = {UnitKind.CLIENT: Budget(target_epsilon, delta)} if target_epsilon else {}
+    ledger = PrivacyLedger(delta=delta, accountant=accountant, budgets=budgets)
+    clipping: FixedClipping | AdaptiveClipping
+    if adaptive:
+        clipping = AdaptiveClipping(initial_clip_norm=clip_norm or 0.1,
+                                    clipped_count_stddev=clipped_count_stddev)
+    else:
+        clipping = FixedClipping(clip_norm or 1.0)
+    hooks = CentralDP(noise_multiplier=noise_multiplier, clipping=clipping, ledger=ledger,
+                      rng=rng)
+    notes.append("Client-level DP: the unit is one client's whole data set. The server is "
+                 "trusted to add the noise; the guarantee covers the released models. The "
+                 "average uses a fixed denominator (expected total weight), so it does not "
+                 "depend on how many clients took part.")
+    return DPPlan(client_update=client_update, hooks=hooks, ledger=ledger, notes=notes)
+
+
+def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients: int) -> DPPlan:
+    """The plan for a :class:`~privfl.experiment.RunConfig`."""
+    from privfl.experiment import DPMode
+
+    acc = Accountant(cfg.accountant.value)
+    target = cfg.epsilon or None
+    sigma = cfg.noise_multiplier or None
+    if cfg.dp is DPMode.OFF:
+        return no_dp(update)
+    if cfg.dp is DPMode.LOCAL:
+        from privfl.dp.local import GradSampleMode
+
+        steps = cfg.local_steps or max(1, round(cfg.local_epochs / cfg.dp_sample_rate))
+        return local_dp_sgd(rounds=cfg.rounds, steps=steps, sample_rate=cfg.dp_sample_rate,
+                            learning_rate=cfg.lr, delta=cfg.delta, target_epsilon=target,
+                            noise_multiplier=sigma, clip_norm=cfg.clip_norm or 1.0,
+                            accountant=acc, grad_sample_mode=GradSampleMode(cfg.grad_sample_mode),
+                            secure_mode=cfg.secure_noise)
+    rng = None if cfg.secure_noise else np.random.default_rng(cfg.seed + 11)
+    plan = dp_fedavg(client_update=update, sampler=sampler, num_clients=num_clients,
+                     rounds=cfg.rounds, delta=cfg.delta, target_epsilon=target,
+                     noise_multiplier=sigma, clip_norm=cfg.clip_norm or None,
+                     adaptive=cfg.dp is DPMode.ADAPTIVE,
+                     clipped_count_stddev=cfg.clipped_count_stddev or None, accountant=acc,
+                     rng=rng)
+    plan.notes.append("Central noise came from a ChaCha20 CSPRNG." if rng is None else
+                      "Central noise came from a seeded simulation generator (reproducible, "
+                      "not for production: use --secure-noise).")
+    return plan
