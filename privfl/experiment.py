@@ -145,10 +145,9 @@ class RunConfig:
         require_probability("sample_rate", self.sample_rate)
         require_int("local_epochs", self.local_epochs, minimum=0)
         require_int("local_steps", self.local_steps, minimum=0)
-        if (self.local_epochs == 0) == (self.local_steps == 0):
+        if self.local_epochs == 0 and self.local_steps == 0:
             raise ConfigurationError(
-                "exactly one of `local_epochs` and `local_steps` must be > 0. "
-                f"Found {self.local_epochs} and {self.local_steps}.")
+                "one of `local_epochs` and `local_steps` must be > 0. Found both 0.")
         require_int("batch_size", self.batch_size, minimum=0, tip="0 means full batch.")
         require_positive("lr", self.lr)
         require_real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
@@ -260,7 +259,8 @@ def _build(cfg: RunConfig) -> Any:
     local: dict[str, Any] = {
         "learning_rate": cfg.lr, "momentum": cfg.momentum,
         "batch_size": cfg.batch_size or None,
-        "epochs": cfg.local_epochs or None, "steps": cfg.local_steps or None,
+        "epochs": None if cfg.local_steps else cfg.local_epochs,
+        "steps": cfg.local_steps or None,
     }
     update = FedProx(mu=cfg.fedprox_mu, **local) if cfg.fedprox_mu > 0 else LocalSGD(**local)
     sampler: Any

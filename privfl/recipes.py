@@ -18,8 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from privfl.accounting.accountant import Accountant, epsilon
-from privfl.accounting.calibrate import calibrate_noise_multiplier, calibrate_to
+from privfl.accounting.accountant import PLD_INTERVAL, Accountant, epsilon
+from privfl.accounting.calibrate import (
+    COARSE_PLD_INTERVAL,
+    calibrate_noise_multiplier,
+    calibrate_to,
+)
 from privfl.accounting.ledger import Budget, PrivacyLedger, UnitKind
 from privfl.accounting.report import PrivacyReport
 from privfl.core.client import ClientUpdate
@@ -124,17 +128,24 @@ def dp_fedavg(*, client_update: ClientUpdate, sampler: ClientSampler, num_client
                      "(replace-one neighbours) with RDP: dp-accounting's PLD has no analysis "
                      "for it. Use Poisson client sampling for PLD.")
 
-    def eps_of(z: float) -> float:
-        import dp_accounting
+    def eps_with(acc: Accountant, interval: float = PLD_INTERVAL) -> Any:
+        def eps_of(z: float) -> float:
+            import dp_accounting
 
-        ev, rel = client_level_event(z, sampler, num_clients)
-        return epsilon(dp_accounting.SelfComposedDpEvent(ev, rounds), delta=delta,
-                       accountant=accountant, relation=rel)
+            ev, rel = client_level_event(z, sampler, num_clients)
+            return epsilon(dp_accounting.SelfComposedDpEvent(ev, rounds), delta=delta,
+                           accountant=acc, relation=rel, pld_interval=interval)
+
+        return eps_of
 
     if noise_multiplier is None:
         if target_epsilon is None:
             raise ConfigurationError("give `target_epsilon` or `noise_multiplier`.")
-        noise_multiplier = calibrate_to(eps_of, target_epsilon)
+        pld = accountant is Accountant.PLD
+        noise_multiplier = calibrate_to(
+            eps_with(accountant, COARSE_PLD_INTERVAL if pld else PLD_INTERVAL), target_epsilon,
+            upper_epsilon_of=eps_with(Accountant.RDP) if pld else None,
+            certify=eps_with(accountant) if pld else None)
         notes.append(f"noise_multiplier {noise_multiplier:.4g} was calibrated with "
                      f"{accountant.name} so that {rounds} rounds end at ε ≤ {target_epsilon:g}, "
                      f"δ={delta:g} (client-level).")

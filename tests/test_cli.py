@@ -61,3 +61,54 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for f in RunConfig.__dataclass_fields__:
         assert "--" + f.replace("_", "-") in text
+
+
+def test_dp_local_run_writes_report_and_report_command(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["run", "--dp", "local", "--epsilon", "4", "--delta", "1e-5", "--rounds", "3",
+               "--local-steps", "4", "--dp-sample-rate", "0.1", "--grad-sample-mode", "ew",
+               "--out", str(tmp_path), "--name", "dp", "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "epsilon" in out and "worst client" in out
+    run = tmp_path / "dp"
+    assert (run / "privacy_epsilon.png").exists()
+    report = json.loads((run / "privacy_report.json").read_text())
+    worst = max(u["epsilon"] for u in report["units"])
+    assert 3.0 < worst <= 4.0  # calibrated to end at the target, never above it
+    assert main(["report", str(run)]) == 0
+    md = capsys.readouterr().out
+    assert "# Privacy report" in md and "DP-SGD (Opacus)" in md and "PLD" in md
+
+
+@pytest.mark.parametrize("mode", ["central", "adaptive"])
+def test_dp_central_modes(tmp_path: Path, mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["run", "--dp", mode, "--epsilon", "10", "--rounds", "4", "--clients", "20",
+               "--sampling", "poisson", "--sample-rate", "0.5", "--clipped-count-stddev", "2",
+               "--out", str(tmp_path), "--name", mode, "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / mode / "privacy_report.json").read_text())
+    (unit,) = report["units"]
+    assert unit["unit"] == "client" and unit["epsilon"] <= 10.0
+    hist = json.loads((tmp_path / mode / "history.json").read_text())
+    assert all("clip_norm" in r["extra"] for r in hist["rounds"])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--dp", "local"], "needs a target"),
+    (["--epsilon", "3"], "`dp` is 'off'"),
+    (["--dp", "central", "--epsilon", "-1"], "`epsilon` must be >= 0.0"),
+    (["--dp", "central", "--epsilon", "1", "--delta", "1.5"], "`delta` must be in (0.0, 1.0)"),
+    (["--dp", "local", "--noise-multiplier", "-1"], "`noise_multiplier` must be >= 0.0"),
+    (["--dp", "local", "--epsilon", "1", "--dp-sample-rate", "0"], "`dp_sample_rate`"),
+    (["--dp", "adaptive", "--epsilon", "0.5", "--rounds", "5"], "clipped_count_stddev"),
+])
+def test_dp_bad_values(argv: list[str], message: str, tmp_path: Path,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--out", str(tmp_path), "--quiet", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_of_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -14,8 +14,11 @@ Both are upper bounds on the true ε. The neighbouring relation is explicit: add
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from privfl._validation import require_int, require_probability, require_real
@@ -46,12 +49,29 @@ def _relation(rel: NeighboringRelation) -> Any:
             NeighboringRelation.REPLACE_ONE: rel_type.REPLACE_ONE}[rel]
 
 
-def make_accountant(accountant: Accountant, relation: NeighboringRelation) -> Any:
+#: PLD discretisation used to certify ε (dp-accounting's default).
+PLD_INTERVAL = 1e-4
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """dp-accounting logs a warning per skipped RDP order through absl; keep the CLI readable."""
+    logger = logging.getLogger("absl")
+    old = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def make_accountant(accountant: Accountant, relation: NeighboringRelation,
+                    pld_interval: float = PLD_INTERVAL) -> Any:
     """A fresh dp-accounting accountant."""
     from dp_accounting import pld, rdp
 
     if accountant is Accountant.PLD:
-        return pld.PLDAccountant(_relation(relation))
+        return pld.PLDAccountant(_relation(relation), value_discretization_interval=pld_interval)
     return rdp.RdpAccountant(neighboring_relation=_relation(relation))
 
 
@@ -61,8 +81,12 @@ def check_delta(delta: float) -> float:
 
 
 def epsilon(event: Any, *, delta: float, accountant: Accountant = Accountant.PLD,
-            relation: NeighboringRelation = NeighboringRelation.ADD_OR_REMOVE_ONE) -> float:
+            relation: NeighboringRelation = NeighboringRelation.ADD_OR_REMOVE_ONE,
+            pld_interval: float = PLD_INTERVAL) -> float:
     """ε(δ) of ``event`` under ``accountant``; never negative or NaN.
+
+    ``pld_interval`` is the PLD's pessimistic discretisation: a coarser interval gives a larger
+    (still valid) upper bound, faster — calibration searches with 1e-3 and certifies with 1e-4.
 
     Raises:
         UnsupportedEventError: The accountant cannot handle the event (for example PLD with
@@ -70,14 +94,21 @@ def epsilon(event: Any, *, delta: float, accountant: Accountant = Accountant.PLD
         ConfigurationError: δ outside (0, 1).
     """
     check_delta(delta)
-    acc = make_accountant(accountant, relation)
+    acc = make_accountant(accountant, relation, pld_interval)
     if not acc.supports(event):
         raise UnsupportedEventError(
             f"the {accountant.name} accountant cannot account for {type(event).__name__} under "
             f"{relation.name}. Tip: sampling without replacement needs the RDP accountant and "
             "the REPLACE_ONE relation.")
-    acc.compose(event)
-    eps = float(acc.get_epsilon(delta))
+    try:
+        with _quiet_absl():
+            acc.compose(event)
+            eps = float(acc.get_epsilon(delta))
+    except (ValueError, OverflowError, MemoryError, ArithmeticError) as exc:
+        raise UnsupportedEventError(
+            f"the {accountant.name} accountant failed on {event} at delta={delta:g}: "
+            f"{type(exc).__name__}: {exc}. Tip: such extreme parameters are outside what it "
+            "can discretise; try Accountant.RDP.") from exc
     if math.isnan(eps):
         raise UnsupportedEventError(f"the {accountant.name} accountant returned NaN for {event}.")
     return max(0.0, eps)
@@ -99,7 +130,8 @@ def dpsgd_event(*, sample_rate: float, noise_multiplier: float, steps: int) -> A
 
 
 def dpsgd_epsilon(*, sample_rate: float, noise_multiplier: float, steps: int, delta: float,
-                  accountant: Accountant = Accountant.PLD) -> float:
+                  accountant: Accountant = Accountant.PLD,
+                  pld_interval: float = PLD_INTERVAL) -> float:
     """ε of DP-SGD: ``steps`` Poisson-subsampled Gaussians, add/remove-one neighbours.
 
     Args:
@@ -108,6 +140,7 @@ def dpsgd_epsilon(*, sample_rate: float, noise_multiplier: float, steps: int, de
         steps: Number of noisy steps ≥ 0.
         delta: Target δ ∈ (0, 1).
         accountant: PLD (tight, default) or RDP.
+        pld_interval: PLD discretisation (coarser: faster, slightly larger upper bound).
 
     Returns:
         ε ≥ 0 (``math.inf`` without noise).
@@ -123,4 +156,4 @@ def dpsgd_epsilon(*, sample_rate: float, noise_multiplier: float, steps: int, de
         return 0.0
     if noise_multiplier == 0:
         return math.inf
-    return epsilon(event, delta=delta, accountant=accountant)
+    return epsilon(event, delta=delta, accountant=accountant, pld_interval=pld_interval)

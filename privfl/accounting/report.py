@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from privfl.accounting.accountant import Accountant
+from privfl.accounting.accountant import PLD_INTERVAL, Accountant
+from privfl.accounting.calibrate import COARSE_PLD_INTERVAL
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit, UnitKind
 from privfl.errors import UnsupportedEventError
 
@@ -48,7 +49,9 @@ class UnitReport:
     rounds_charged: int
     mechanisms: list[dict[str, Any]]
     epsilon_by_round: list[list[float | None]]
-    """Rows ``[round, ε_RDP, ε_PLD or None]`` (PLD at up to 8 evenly spaced rounds)."""
+    """Rows ``[round, ε_RDP, ε_PLD or None]``: PLD at up to 8 evenly spaced rounds, with the
+    coarser 1e-3 discretisation (a slightly larger upper bound; the unit's final ``epsilon`` is
+    certified at 1e-4)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,9 +76,10 @@ class PrivacyReport:
 
     @staticmethod
     def _safe(ledger: PrivacyLedger, unit: PrivacyUnit, acc: Accountant,
-              up_to: int | None = None) -> float | None:
+              up_to: int | None = None, pld_interval: float = PLD_INTERVAL) -> float | None:
         try:
-            return ledger.epsilon(unit, accountant=acc, up_to_round=up_to)
+            return ledger.epsilon(unit, accountant=acc, up_to_round=up_to,
+                                  pld_interval=pld_interval)
         except UnsupportedEventError:
             return None
 
@@ -86,7 +90,8 @@ class PrivacyReport:
         history: list[list[float | None]] = []
         for r in rounds:
             rdp = cls._safe(ledger, unit, Accountant.RDP, r)
-            pld = cls._safe(ledger, unit, Accountant.PLD, r) if r in pld_rounds else None
+            pld = (cls._safe(ledger, unit, Accountant.PLD, r, COARSE_PLD_INTERVAL)
+                   if r in pld_rounds else None)
             history.append([float(r), rdp, pld])
         mechanisms: dict[tuple[str, str], dict[str, Any]] = {}
         for e in ledger.entries(unit):
