@@ -9,8 +9,10 @@ mechanism; the client's ledger unit (``example/client-k``) is charged
 actually trains — a client that is not selected is not charged, and reloading the global
 weights never resets the account. Neighbouring relation: add/remove one example.
 
-This is the only module that imports opacus. Per-example gradients come from one of Opacus's
-grad-sample modes (``hooks``, ``functorch``, ``ew``, ``ghost``); ``AUTO`` measures the candidate
+This module (with its helper ``_fast_grad_sample``) is the only one that imports opacus.
+Per-example gradients come from one of Opacus's grad-sample modes (``hooks``, ``functorch``,
+``ew``, ``ghost``) or from ``privfl`` — Opacus's hooks with leaner Conv2d/Linear samplers that
+skip a buffer fill and copy per parameter; ``AUTO`` measures the candidate
 modes on the model and the client's batch size at the first round (after checking, with σ = 0,
 that each mode computes the same clipped gradient as ``hooks``) and keeps the fastest. The
 private copy of the model is wrapped once for the whole federation.
@@ -59,10 +61,13 @@ class GradSampleMode(enum.Enum):
     FUNCTORCH = "functorch"
     EW = "ew"
     GHOST = "ghost"
+    PRIVFL = "privfl"
+    """Opacus hooks with privfl's lean Conv2d/Linear samplers (:mod:`._fast_grad_sample`)."""
 
 
-_CANDIDATES = (GradSampleMode.HOOKS, GradSampleMode.EW, GradSampleMode.GHOST,
-               GradSampleMode.FUNCTORCH)
+# HOOKS first: it is the reference every other mode must reproduce with σ = 0.
+_CANDIDATES = (GradSampleMode.HOOKS, GradSampleMode.PRIVFL, GradSampleMode.EW,
+               GradSampleMode.GHOST, GradSampleMode.FUNCTORCH)
 
 
 def check_model(model: nn.Module) -> None:
@@ -182,6 +187,10 @@ class DPSGDClientUpdate:
         elif mode is GradSampleMode.FUNCTORCH:
             module = GradSampleModule(base, batch_first=True, loss_reduction="mean",
                                       force_functorch=True)
+        elif mode is GradSampleMode.PRIVFL:
+            from privfl.dp._fast_grad_sample import FastGradSampleModule
+
+            module = FastGradSampleModule(base, batch_first=True, loss_reduction="mean")
         elif mode is GradSampleMode.EW:
             module = GradSampleModuleExpandedWeights(base, batch_first=True,
                                                      loss_reduction="mean")

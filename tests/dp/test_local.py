@@ -36,7 +36,7 @@ def _cnn() -> nn.Module:
 
 @pytest.mark.parametrize("make_model", [_mlp, _cnn], ids=["mlp", "cnn"])
 @pytest.mark.parametrize("mode", [GradSampleMode.HOOKS, GradSampleMode.FUNCTORCH,
-                                  GradSampleMode.EW, GradSampleMode.GHOST])
+                                  GradSampleMode.PRIVFL, GradSampleMode.EW, GradSampleMode.GHOST])
 def test_no_noise_no_clipping_equals_plain_training(make_model, mode: GradSampleMode) -> None:  # type: ignore[no-untyped-def]
     data = _data(1)
     model = make_model()
@@ -150,3 +150,39 @@ def test_validation(kwargs: dict[str, float], name: str) -> None:
             "learning_rate": 0.1}
     with pytest.raises(ConfigurationError, match=f"`{name}`"):
         DPSGDClientUpdate(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_fast_grad_sampler_matches_opacus_with_reused_layer_and_odd_shapes() -> None:
+    """privfl's samplers against Opacus's on stride/dilation/no-bias convs and a reused layer."""
+    from opacus.grad_sample import GradSampleModule
+
+    from privfl.dp._fast_grad_sample import FastGradSampleModule
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2, bias=False)
+            self.c2 = nn.Conv2d(4, 3, (2, 3), padding=(1, 0))
+            self.fc = nn.Linear(3 * 6 * 3, 6)
+            self.shared = nn.Linear(6, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.c2(torch.relu(self.c1(x))).flatten(1)
+            return self.shared(torch.tanh(self.shared(self.fc(h))))  # layer used twice
+
+    torch.manual_seed(0)
+    net = Net()
+    x = torch.randn(7, 2, 9, 9)
+    samples = []
+    for cls in (GradSampleModule, FastGradSampleModule):
+        model = cls(_copy(net))
+        model(x).square().sum().backward()
+        samples.append([p.grad_sample for p in model.parameters()])
+    for a, b in zip(*samples, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _copy(net: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(net)
