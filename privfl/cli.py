@@ -28,6 +28,7 @@ _HELP: dict[str, str] = {
     "shards_per_client": "shards per client for --partition shards",
     "synthetic_alpha": "Synthetic(a, b): model heterogeneity a >= 0",
     "synthetic_beta": "Synthetic(a, b): data heterogeneity b >= 0",
+    "synthetic_iid": "Synthetic-IID instead: one labelling model shared by all clients",
     "rounds": "number of federated rounds",
     "sampling": "client sampling: fixed (k clients without replacement) or poisson (rate q)",
     "clients_per_round": "k for --sampling fixed (0 = all clients)",

@@ -103,6 +103,7 @@ class RunConfig:
     shards_per_client: int = 2
     synthetic_alpha: float = 1.0
     synthetic_beta: float = 1.0
+    synthetic_iid: bool = False
     rounds: int = 50
     sampling: SamplingName = SamplingName.FIXED
     clients_per_round: int = 0
@@ -252,7 +253,8 @@ def _build(cfg: RunConfig) -> Any:
         default_model = ModelName.MLP
     else:
         data = synthetic_federated(cfg.clients, alpha=cfg.synthetic_alpha,
-                                   beta=cfg.synthetic_beta, seed=cfg.seed)
+                                   beta=cfg.synthetic_beta, seed=cfg.seed,
+                                   iid=cfg.synthetic_iid)
         default_model = ModelName.LOGREG
     model_name = default_model if cfg.model is ModelChoice.AUTO else ModelName(cfg.model.value)
     model = build_model(model_name, data.input_shape, data.num_classes, seed=cfg.seed)
