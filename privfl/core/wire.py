@@ -41,6 +41,7 @@ __all__ = [
     "Schema",
     "decode",
     "encode",
+    "peek_kind",
 ]
 
 WIRE_VERSION = 1
@@ -264,6 +265,20 @@ def _decode_payload(schema: Schema, f: Field, buf: memoryview) -> FieldValue:
     if want.kind == "f" and not np.isfinite(arr).all():
         raise _bad(schema, f"field {f.name}: array contains NaN or Inf")
     return arr
+
+
+def peek_kind(data: bytes) -> int:
+    """The message kind in ``data``'s header (to dispatch before a full :func:`decode`).
+
+    Raises:
+        MalformedMessageError: ``data`` has no valid header.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < _HEADER.size:
+        raise MalformedMessageError("message too short for a privfl header")
+    magic, version, kind, *_ = _HEADER.unpack(bytes(data[: _HEADER.size]))
+    if magic != _MAGIC or version != WIRE_VERSION:
+        raise MalformedMessageError("not a privfl message of this wire version")
+    return int(kind)
 
 
 def decode(data: bytes, schema: Schema, *,

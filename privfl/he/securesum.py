@@ -1,0 +1,359 @@
+"""The CKKS secure sum: the server adds ciphertexts and never holds a key.
+
+Protocol (two exchanges):
+
+1. The server asks every selected client for its input. Each client pre-weights its value,
+   appends its weight as one more slot, encrypts x' = (w·x, w) under the clients' shared key
+   and uploads it. The server validates each upload (parameters fingerprint, key label, chunk
+   count, SEAL metadata, residue ranges), expands it and adds it into one running ciphertext as
+   it arrives (memory O(d)).
+2. The server sends the summed ciphertext to two surviving clients; each decrypts and returns
+   (Σ w·x, Σ w). The server accepts the result if both agree (or the only one answered), and
+   checks that Σ w is plausible — a decryption under the wrong key gives garbage and is caught.
+
+Threat model: semi-honest server that sees only ciphertexts of individual updates and the
+decrypted sum. **Any client colluding with the server breaks confidentiality**, because all
+clients share the key. Clients learn the sum. A client can lie about the decryption; a second
+decryptor detects that unless both collude.
+
+Privacy of the sum itself is the DP layer's job. CKKS decryption is approximate (error about
+1e-7 with the COMPACT preset for 10 clients, values in [−1, 1]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from privfl.core import wire
+from privfl.core.securesum import (
+    ClientSession,
+    SecureSumProcess,
+    ServerSession,
+    TrustAssumption,
+    Visibility,
+    check_round_clients,
+)
+from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec
+from privfl.errors import (
+    ConfigurationError,
+    DecryptionError,
+    MalformedMessageError,
+    ProtocolAbortError,
+    ProtocolViolationError,
+)
+from privfl.he.keys import ClientKeys, ServerContext, seal_context
+from privfl.he.params import COMPACT, Backend, CKKSParams, derive_params
+
+__all__ = ["CKKSSecureSum"]
+
+F, T = wire.Field, wire.FieldType
+_ID = (F(1, "fingerprint", T.BYTES), F(2, "key_id", T.BYTES))
+_REQUEST = wire.Schema(kind=20, name="ckks.request", fields=(
+    *_ID, F(3, "length", T.UINT), F(4, "chunks", T.UINT)))
+_INPUT = wire.Schema(kind=21, name="ckks.input", fields=(
+    *_ID, F(3, "chunks", T.UINT), F(4, "prefix", T.BYTES, optional=True),
+    F(5, "c0", T.BYTES, optional=True), F(6, "seeds", T.BYTES, optional=True),
+    F(7, "tenseal", T.BYTES, optional=True)))
+_AGGREGATE = wire.Schema(kind=22, name="ckks.aggregate", fields=(
+    *_ID, F(3, "chunks", T.UINT), F(4, "length", T.UINT), F(5, "prefix", T.BYTES, optional=True),
+    F(6, "residues", T.BYTES, optional=True), F(7, "tenseal", T.BYTES, optional=True)))
+_DECRYPTED = wire.Schema(kind=23, name="ckks.decrypted", fields=(
+    F(1, "fingerprint", T.BYTES), F(2, "sum", T.ARRAY, dtype="<f8")))
+
+_DECRYPTORS = 2
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """TenSEAL prints a multi-line warning for every multi-ciphertext vector."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+class _Engine:
+    """Backend-specific encrypt/add/decrypt (COMPACT via sealapi, or TenSEAL's public API)."""
+
+    def __init__(self, params: CKKSParams, length: int, keys: ClientKeys | None,
+                 server_ctx: ServerContext) -> None:
+        self.params = params
+        self.length = length
+        self.chunks = -(-length // params.values_per_ciphertext)
+        self.fingerprint = params.fingerprint()
+        self.key_id = server_ctx.key_id
+        if params.backend is Backend.COMPACT:
+            from privfl.he.codec import SealCodec
+
+            secret = keys._secret if keys is not None else None
+            self.codec: Any = SealCodec(seal_context(params), params, secret)
+        else:
+            import tenseal as ts
+
+            self.ts = ts
+            self.ctx = keys._tenseal_ctx if keys is not None else ts.context_from(
+                server_ctx.tenseal_public)
+
+    def ident(self) -> dict[str, object]:
+        return {"fingerprint": self.fingerprint, "key_id": self.key_id}
+
+    def check_ident(self, msg: wire.DecodedMessage) -> None:
+        if msg.raw("fingerprint") != self.fingerprint:
+            raise MalformedMessageError("ciphertext made under other CKKS parameters")
+        if msg.raw("key_id") != self.key_id:
+            raise MalformedMessageError("ciphertext made under another key")
+
+    # client
+    def encrypt(self, x: np.ndarray) -> dict[str, object]:
+        if self.params.backend is Backend.COMPACT:
+            prefix, c0, seeds, chunks = self.codec.encrypt(x)
+            return {"chunks": chunks, "prefix": prefix, "c0": c0, "seeds": seeds}
+        with _quiet():
+            vec = self.ts.ckks_vector(self.ctx, x.tolist())
+        return {"chunks": self.chunks, "tenseal": vec.serialize()}
+
+    def decrypt(self, msg: wire.DecodedMessage) -> np.ndarray:
+        if msg.uint("chunks") != self.chunks or msg.uint("length") != self.length:
+            raise MalformedMessageError("aggregate of the wrong size")
+        try:
+            if self.params.backend is Backend.COMPACT:
+                out: np.ndarray = self.codec.decrypt(msg.raw("prefix"), msg.raw("residues"),
+                                                     self.chunks, self.length)
+                return out
+            vec = self.ts.ckks_vector_from(self.ctx, msg.raw("tenseal"))
+            return np.asarray(vec.decrypt(), dtype=np.float64)
+        except KeyError as exc:
+            raise MalformedMessageError(f"aggregate lacks field {exc}") from exc
+        except (MalformedMessageError, DecryptionError):
+            raise
+        except Exception as exc:
+            raise DecryptionError(f"cannot decrypt the aggregate: {exc}") from exc
+
+    # server
+    def load(self, msg: wire.DecodedMessage) -> Any:
+        if msg.uint("chunks") != self.chunks:
+            raise MalformedMessageError(
+                f"{msg.uint('chunks')} chunks, expected {self.chunks}")
+        try:
+            if self.params.backend is Backend.COMPACT:
+                return self.codec.load_seeded(msg.raw("prefix"), msg.raw("c0"), msg.raw("seeds"),
+                                              self.chunks)
+            vec = self.ts.ckks_vector_from(self.ctx, msg.raw("tenseal"))
+        except KeyError as exc:
+            raise MalformedMessageError(f"upload lacks field {exc}") from exc
+        except MalformedMessageError:
+            raise
+        except Exception as exc:  # TenSEAL/protobuf parse errors
+            raise MalformedMessageError(f"invalid TenSEAL ciphertext: {exc}") from exc
+        if vec.size() != self.length:
+            raise MalformedMessageError(f"ciphertext of {vec.size()} values, expected "
+                                        f"{self.length}")
+        return vec
+
+    def add(self, acc: Any, item: Any) -> Any:
+        if self.params.backend is Backend.COMPACT:
+            return self.codec.add_into(acc, item)
+        if acc is None:
+            return item
+        try:
+            acc.add_(item)
+        except Exception as exc:
+            raise MalformedMessageError(f"ciphertexts cannot be added: {exc}") from exc
+        return acc
+
+    def aggregate(self, acc: Any) -> dict[str, object]:
+        base = {"chunks": self.chunks, "length": self.length}
+        if self.params.backend is Backend.COMPACT:
+            prefix, residues = self.codec.pack_aggregate(acc)
+            return {**base, "prefix": prefix, "residues": residues}
+        return {**base, "tenseal": acc.serialize()}
+
+
+class _Server:
+    def __init__(self, engine: _Engine, spec: ValueSpec, round_id: int,
+                 clients: Sequence[ClientId]) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.round_id = round_id
+        self._expected = frozenset(clients)
+        self._received: list[ClientId] = []
+        self._acc: Any = None
+        self._stage = 0
+        self._decryptors: tuple[ClientId, ...] = ()
+        self._decrypted: dict[ClientId, np.ndarray] = {}
+
+    def receive(self, client: ClientId, message: bytes) -> None:
+        if client not in self._expected:
+            raise ProtocolViolationError(f"round {self.round_id}: client {client} not selected")
+        if self._stage == 1:
+            if client in self._received:
+                raise ProtocolViolationError(f"duplicate input from client {client}")
+            msg = wire.decode(message, _INPUT)
+            self._check_round(client, msg)
+            self.engine.check_ident(msg)
+            item = self.engine.load(msg)  # full validation before the running sum changes
+            self._acc = self.engine.add(self._acc, item)
+            self._received.append(client)
+        elif self._stage == 2:
+            if client not in self._decryptors or client in self._decrypted:
+                raise ProtocolViolationError(f"unexpected decryption from client {client}")
+            msg = wire.decode(message, _DECRYPTED)
+            self._check_round(client, msg)
+            if msg.raw("fingerprint") != self.engine.fingerprint:
+                raise MalformedMessageError("decryption for other parameters")
+            value = msg.array("sum")
+            if value.shape != (self.engine.length,):
+                raise MalformedMessageError(f"decrypted sum has shape {value.shape}")
+            self._decrypted[client] = np.array(value, dtype=np.float64)
+        else:
+            raise ProtocolViolationError(f"round {self.round_id}: not accepting messages now")
+
+    def _check_round(self, client: ClientId, msg: wire.DecodedMessage) -> None:
+        if msg.round_id != self.round_id:
+            raise ProtocolViolationError(
+                f"client {client}: message for round {msg.round_id}, expected {self.round_id}")
+
+    def step(self, replies: Iterable[tuple[ClientId, bytes]]
+             ) -> Mapping[ClientId, bytes] | SumResult:
+        for client, message in replies:
+            self.receive(client, message)
+        if self._stage == 0:
+            self._stage = 1
+            req = wire.encode(_REQUEST, self.round_id, {
+                **self.engine.ident(), "length": self.engine.length,
+                "chunks": self.engine.chunks})
+            return {c: req for c in sorted(self._expected)}
+        if self._stage == 1:
+            if not self._received:
+                raise ProtocolAbortError(f"round {self.round_id}: 0 of {len(self._expected)} "
+                                         "clients survived; CKKS needs at least 1.")
+            self._stage = 2
+            self._decryptors = tuple(sorted(self._received)[:_DECRYPTORS])
+            agg = wire.encode(_AGGREGATE, self.round_id, {**self.engine.ident(),
+                                                         **self.engine.aggregate(self._acc)})
+            self._acc = None
+            return {c: agg for c in self._decryptors}
+        if self._stage == 2:
+            self._stage = 3
+            return self._result()
+        raise ProtocolViolationError(f"round {self.round_id} is finished")
+
+    def _result(self) -> SumResult:
+        if not self._decrypted:
+            raise ProtocolAbortError(f"round {self.round_id}: none of the decryptors "
+                                     f"{list(self._decryptors)} returned the sum")
+        values = list(self._decrypted.values())
+        tol = 1e-4 * (1.0 + float(np.max(np.abs(values[0]))))
+        for v in values[1:]:
+            if float(np.max(np.abs(v - values[0]))) > tol:
+                raise ProtocolAbortError(
+                    f"round {self.round_id}: the decryptors {sorted(self._decrypted)} returned "
+                    "different sums; a client lied about the decryption.")
+        total = values[0]
+        weight = float(total[-1])
+        n = len(self._received)
+        if not (0.0 < weight <= n * self.spec.max_weight * (1 + 1e-3) + 1e-3
+                and np.isfinite(total).all()):
+            raise DecryptionError(
+                f"round {self.round_id}: decrypted total weight {weight:.6g} is impossible for "
+                f"{n} clients (max weight {self.spec.max_weight}): a ciphertext was made under "
+                "another key or the sum overflowed.")
+        return SumResult(weighted_sum=total[:-1].copy(), total_weight=weight,
+                         contributors=tuple(sorted(self._received)))
+
+
+class _Client:
+    def __init__(self, engine: _Engine, spec: ValueSpec) -> None:
+        self.engine = engine
+        self.spec = spec
+
+    def step(self, request: bytes, contribution: Contribution | None) -> bytes:
+        kind = wire.peek_kind(request)
+        if kind == _REQUEST.kind:
+            msg = wire.decode(request, _REQUEST)
+            self.engine.check_ident(msg)
+            if msg.uint("length") != self.engine.length:
+                raise MalformedMessageError("request for a vector of the wrong length")
+            if contribution is None:
+                raise ConfigurationError("the CKKS sum needs a contribution at its input stage")
+            value = np.asarray(contribution.value)
+            self.spec.check_value(value, contribution.weight)
+            x = np.empty(self.engine.length)
+            x[:-1] = value.astype(np.float64) * contribution.weight
+            x[-1] = contribution.weight
+            return wire.encode(_INPUT, msg.round_id, {**self.engine.ident(),
+                                                      **self.engine.encrypt(x)})
+        if kind == _AGGREGATE.kind:
+            msg = wire.decode(request, _AGGREGATE)
+            self.engine.check_ident(msg)
+            total = self.engine.decrypt(msg)
+            return wire.encode(_DECRYPTED, msg.round_id, {
+                "fingerprint": self.engine.fingerprint, "sum": total})
+        raise MalformedMessageError(f"unexpected message kind {kind}")
+
+
+class _Process:
+    def __init__(self, spec: ValueSpec, params: CKKSParams, keys: ClientKeys) -> None:
+        self.spec = spec
+        self.params = params
+        self.keys = keys
+        server_ctx = keys.server_context()
+        self._server_engine = _Engine(params, spec.length + 1, None, server_ctx)
+        self._client_engine = _Engine(params, spec.length + 1, keys, server_ctx)
+
+    def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
+        return _Server(self._server_engine, self.spec, round_id,
+                       check_round_clients(round_id, clients, self.spec))
+
+    def client_session(self, client: ClientId) -> ClientSession:
+        return _Client(self._client_engine, self.spec)
+
+
+class CKKSSecureSum:
+    """CKKS encryption of client updates; the server only adds ciphertexts.
+
+    Args:
+        params: A preset (:data:`~privfl.he.params.COMPACT` by default, sized to the
+            ``ValueSpec`` at :meth:`create`; :data:`~privfl.he.params.STANDARD` as is).
+        precision: Target absolute error of the sum (COMPACT sizing).
+        keys: The clients' keys; generated at :meth:`create` if not given (simulation:
+            the driver provisions every client with the same key).
+    """
+
+    name = "ckks"
+
+    def __init__(self, params: CKKSParams = COMPACT, *, precision: float = 1e-6,
+                 keys: ClientKeys | None = None) -> None:
+        self.base = params
+        self.precision = precision
+        self.keys = keys
+        self.params: CKKSParams | None = None
+
+    def create(self, spec: ValueSpec) -> SecureSumProcess:
+        """Size the parameters from ``spec`` (refusing overflow or < 128-bit security)."""
+        params = derive_params(spec, precision=self.precision, base=self.base)
+        if self.keys is not None and self.keys.params != params:
+            raise ConfigurationError(
+                f"the given keys are for {self.keys.params}, but the spec needs {params}.")
+        keys = self.keys or ClientKeys.generate(params)
+        self.params = params
+        if not math.isfinite(params.max_abs_sum):  # pragma: no cover - guarded by derive
+            raise ConfigurationError("invalid parameters")
+        return _Process(spec, params, keys)
+
+    def trust_assumption(self) -> TrustAssumption:
+        """What CKKS protects, and what breaks it."""
+        return TrustAssumption(
+            mechanism="ckks",
+            server_sees=Visibility.CIPHERTEXT,
+            statement="The server sees only CKKS ciphertexts of individual updates (128-bit "
+                      "security) and the decrypted sum; clients learn the sum.",
+            broken_by="any client colluding with the server (all clients share the secret "
+                      "key); a malicious server that deviates from the protocol is out of scope",
+            dropouts_tolerated="any number before upload, as long as one client uploads and one "
+                               "decryptor answers",
+        )
