@@ -43,7 +43,10 @@ _HELP: dict[str, str] = {
     "server_lr": "server learning rate (0 = default: 1.0 for fedavg, 0.01 for adaptive ones)",
     "server_momentum": "server momentum for --server-opt fedavg (FedAvgM)",
     "weighting": "weight client deltas by number of examples or uniformly",
-    "secure": "secure-sum mechanism",
+    "secure": "secure-sum mechanism: plain (server sees updates), ckks (CKKS encryption, "
+              "compact), ckks-standard (CKKS with NVFlare's TenSEAL set-up)",
+    "update_bound": "without client-level DP, bounded secure sums (ckks) clip each update "
+                    "coordinate to +-this",
     "dropout_rate": "probability that a selected client drops out before uploading",
     "dp": "differential privacy: off, local (DP-SGD on clients, example-level), central "
           "(client-level DP-FedAvg, fixed clipping), adaptive (client-level, quantile clipping)",

@@ -89,6 +89,8 @@ class SecureName(enum.Enum):
     """Secure-sum mechanisms available to the CLI."""
 
     PLAIN = "plain"
+    CKKS = "ckks"
+    CKKS_STANDARD = "ckks-standard"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +121,7 @@ class RunConfig:
     server_momentum: float = 0.0
     weighting: Weighting = Weighting.EXAMPLES
     secure: SecureName = SecureName.PLAIN
+    update_bound: float = 1.0
     dropout_rate: float = 0.0
     dp: DPMode = DPMode.OFF
     epsilon: float = 0.0
@@ -155,6 +158,7 @@ class RunConfig:
         require_real("fedprox_mu", self.fedprox_mu, low=0.0)
         require_real("server_lr", self.server_lr, low=0.0, tip="0 picks the optimizer's default.")
         require_real("server_momentum", self.server_momentum, low=0.0, high=1.0, high_open=True)
+        require_positive("update_bound", self.update_bound)
         require_real("dropout_rate", self.dropout_rate, low=0.0, high=1.0, high_open=True)
         require_int("seed", self.seed, minimum=0)
         require_real("epsilon", self.epsilon, low=0.0, tip="0 means no target.")
@@ -282,11 +286,24 @@ def _build(cfg: RunConfig) -> Any:
     from privfl.recipes import build_dp
 
     dp = build_dp(cfg, update, sampler, data.num_clients)
+    secure_sum: Any = PlainSecureSum()
+    hooks = dp.hooks
+    if cfg.secure is not SecureName.PLAIN:
+        from privfl.core.bounds import CoordinateClip
+        from privfl.he.params import COMPACT, STANDARD
+        from privfl.he.securesum import CKKSSecureSum
+
+        secure_sum = CKKSSecureSum(STANDARD if cfg.secure is SecureName.CKKS_STANDARD
+                                   else COMPACT)
+        if hooks is None:  # CKKS needs bounded values; client-level DP bounds them already
+            hooks = CoordinateClip(cfg.update_bound)
+            dp.notes.append(f"Each coordinate of each update was clipped to ±{cfg.update_bound:g} "
+                            "so that the CKKS sum cannot overflow (no privacy effect).")
     return FedAvg(model=model, data=data, client_update=dp.client_update,
                   config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
                                       weighting=cfg.weighting),
-                  server_optimizer=server_opt, secure_sum=PlainSecureSum(),
-                  transport=InMemoryTransport(dropout), hooks=dp.hooks), dp
+                  server_optimizer=server_opt, secure_sum=secure_sum,
+                  transport=InMemoryTransport(dropout), hooks=hooks), dp
 
 
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,

@@ -23,7 +23,9 @@ with a round trip.
 from __future__ import annotations
 
 import struct
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,10 @@ _MAGIC = 0xA15E
 _META = struct.Struct("<4QBQQQdQ")  # parms_id, is_ntt, size, N, L, scale, correction factor
 _DYN_HDR = 16 + 8  # DynArray: SEALHeader + count
 _PREFIX_LEN = _META.size + _DYN_HDR
+
+
+def _remove(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class SealCodec:
         self.parms_id = tuple(int(v) for v in sctx.first_parms_id())
         self._zd = zstandard.ZstdDecompressor()
         self._path = shm_path("ct")
+        self._finalizer = weakref.finalize(self, _remove, str(self._path))
         self._encoder = sa.CKKSEncoder(sctx)
         self._evaluator = sa.Evaluator(sctx)
         self._encryptor = sa.Encryptor(sctx, secret_key) if secret_key is not None else None
@@ -76,13 +83,7 @@ class SealCodec:
 
     def close(self) -> None:
         """Remove the scratch file."""
-        self._path.unlink(missing_ok=True)
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        self._finalizer()
 
     # --- SEAL streams ---------------------------------------------------------------------
     def _members(self, blob: bytes) -> tuple[bytes, tuple[int, int]]:
