@@ -112,3 +112,21 @@ def test_dp_bad_values(argv: list[str], message: str, tmp_path: Path,
 def test_report_of_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dp", [
+    [], ["--dp", "local", "--epsilon", "8", "--local-steps", "3", "--grad-sample-mode", "ew"],
+    ["--dp", "central", "--epsilon", "10", "--sampling", "poisson", "--sample-rate", "0.8"],
+    ["--dp", "adaptive", "--epsilon", "10", "--sampling", "poisson", "--sample-rate", "0.8",
+     "--clipped-count-stddev", "2"],
+], ids=["off", "local", "central", "adaptive"])
+def test_secure_ckks_with_every_dp_mode(dp: list[str], tmp_path: Path) -> None:
+    rc = main(["run", "--secure", "ckks", "--rounds", "2", "--out", str(tmp_path), "--name", "r",
+               "--quiet", *dp])
+    assert rc == 0
+    report = json.loads((tmp_path / "r" / "privacy_report.json").read_text())
+    (trust,) = report["trust_assumptions"]
+    assert trust["mechanism"] == "ckks" and trust["server_sees"] == "ciphertext"
+    assert "colluding" in trust["broken_by"]
+    hist = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert all(r["aborted"] is None for r in hist["rounds"])

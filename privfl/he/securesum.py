@@ -48,6 +48,7 @@ from privfl.errors import (
     ProtocolViolationError,
 )
 from privfl.he.keys import ClientKeys, ServerContext, seal_context
+from privfl.he.parallel import MIN_PARALLEL_CHUNKS, default_workers
 from privfl.he.params import COMPACT, Backend, CKKSParams, derive_params
 
 __all__ = ["CKKSSecureSum"]
@@ -80,7 +81,7 @@ class _Engine:
     """Backend-specific encrypt/add/decrypt (COMPACT via sealapi, or TenSEAL's public API)."""
 
     def __init__(self, params: CKKSParams, length: int, keys: ClientKeys | None,
-                 server_ctx: ServerContext) -> None:
+                 server_ctx: ServerContext, workers: int = 1) -> None:
         self.params = params
         self.length = length
         self.chunks = -(-length // params.values_per_ciphertext)
@@ -91,6 +92,12 @@ class _Engine:
 
             secret = keys._secret if keys is not None else None
             self.codec: Any = SealCodec(seal_context(params), params, secret)
+            self.pool: Any = None
+            if keys is not None and workers > 1 and self.chunks >= MIN_PARALLEL_CHUNKS:
+                from privfl.he.parallel import ChunkPool
+
+                raw = keys.export_secret(i_understand_this_reveals_the_key=True)[16:]
+                self.pool = ChunkPool(params, raw, workers)
         else:
             import tenseal as ts
 
@@ -110,7 +117,8 @@ class _Engine:
     # client
     def encrypt(self, x: np.ndarray) -> dict[str, object]:
         if self.params.backend is Backend.COMPACT:
-            prefix, c0, seeds, chunks = self.codec.encrypt(x)
+            enc = self.pool.encrypt if self.pool is not None else self.codec.encrypt
+            prefix, c0, seeds, chunks = enc(x)
             return {"chunks": chunks, "prefix": prefix, "c0": c0, "seeds": seeds}
         with _quiet():
             vec = self.ts.ckks_vector(self.ctx, x.tolist())
@@ -297,13 +305,14 @@ class _Client:
 
 
 class _Process:
-    def __init__(self, spec: ValueSpec, params: CKKSParams, keys: ClientKeys) -> None:
+    def __init__(self, spec: ValueSpec, params: CKKSParams, keys: ClientKeys,
+                 workers: int) -> None:
         self.spec = spec
         self.params = params
         self.keys = keys
         server_ctx = keys.server_context()
         self._server_engine = _Engine(params, spec.length + 1, None, server_ctx)
-        self._client_engine = _Engine(params, spec.length + 1, keys, server_ctx)
+        self._client_engine = _Engine(params, spec.length + 1, keys, server_ctx, workers)
 
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
         return _Server(self._server_engine, self.spec, round_id,
@@ -322,15 +331,20 @@ class CKKSSecureSum:
         precision: Target absolute error of the sum (COMPACT sizing).
         keys: The clients' keys; generated at :meth:`create` if not given (simulation:
             the driver provisions every client with the same key).
+        workers: Processes that encrypt large vectors (≥ 64 ciphertexts) on a client;
+            ``None`` uses the available CPUs, 1 keeps everything in-process. Decryption stays
+            in-process: shipping the aggregate to workers cost more than it saved (measured,
+            ``benchmarks/ckks.py``).
     """
 
     name = "ckks"
 
     def __init__(self, params: CKKSParams = COMPACT, *, precision: float = 1e-6,
-                 keys: ClientKeys | None = None) -> None:
+                 keys: ClientKeys | None = None, workers: int | None = None) -> None:
         self.base = params
         self.precision = precision
         self.keys = keys
+        self.workers = default_workers() if workers is None else workers
         self.params: CKKSParams | None = None
 
     def create(self, spec: ValueSpec) -> SecureSumProcess:
@@ -343,7 +357,7 @@ class CKKSSecureSum:
         self.params = params
         if not math.isfinite(params.max_abs_sum):  # pragma: no cover - guarded by derive
             raise ConfigurationError("invalid parameters")
-        return _Process(spec, params, keys)
+        return _Process(spec, params, keys, self.workers)
 
     def trust_assumption(self) -> TrustAssumption:
         """What CKKS protects, and what breaks it."""

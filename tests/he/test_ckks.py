@@ -282,3 +282,15 @@ def test_fedavg_with_ckks_equals_plain_within_noise() -> None:
     (h_plain, p_plain), (h_ckks, p_ckks) = runs
     assert np.abs(p_plain - p_ckks).max() < 1e-4
     assert abs(h_plain.final_accuracy - h_ckks.final_accuracy) <= 0.01
+
+
+def test_parallel_encryption_gives_the_same_sum() -> None:
+    rng = np.random.default_rng(5)
+    d = 70 * 4096  # >= 64 ciphertexts: the worker pool is used
+    values = {c: rng.uniform(-1, 1, d) for c in range(2)}
+    ss = CKKSSecureSum(workers=2)
+    out, proc, *_ = _round(ss, values, {0: 1.0, 1: 0.5})
+    assert proc._client_engine.pool is not None
+    ref = values[0] + 0.5 * values[1]
+    assert np.abs(out.result.weighted_sum - ref).max() <= 1e-6
+    proc._client_engine.pool.close()
