@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from privfl._validation import require_int, require_positive, require_probability, require_real
+from privfl.accounting.accountant import Accountant
 from privfl.core.weighting import Weighting
 from privfl.data.digits import Partition
 from privfl.errors import ConfigurationError
 
 __all__ = [
-    "AccountantName",
     "DPMode",
     "DatasetName",
     "ModelChoice",
@@ -78,13 +78,6 @@ class DPMode(enum.Enum):
     ADAPTIVE = "adaptive"
 
 
-class AccountantName(enum.Enum):
-    """Certifying accountant (mirrors :class:`privfl.accounting.Accountant`)."""
-
-    PLD = "pld"
-    RDP = "rdp"
-
-
 class SecureName(enum.Enum):
     """Secure-sum mechanisms available to the CLI."""
 
@@ -131,7 +124,7 @@ class RunConfig:
     dp_sample_rate: float = 0.05
     grad_sample_mode: str = "auto"
     clipped_count_stddev: float = 0.0
-    accountant: AccountantName = AccountantName.PLD
+    accountant: Accountant = Accountant.PLD
     secure_noise: bool = False
     seed: int = 0
     out: str = "runs"

@@ -170,7 +170,7 @@ def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients
     """The plan for a :class:`~privfl.experiment.RunConfig`."""
     from privfl.experiment import DPMode
 
-    acc = Accountant(cfg.accountant.value)
+    acc = cfg.accountant
     target = cfg.epsilon or None
     sigma = cfg.noise_multiplier or None
     if cfg.dp is DPMode.OFF:
