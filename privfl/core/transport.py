@@ -5,8 +5,9 @@ first). A client dropped at stage ``s`` receives the stage-``s`` request but nev
 stays dropped for the rest of the round — the failure model of Bonawitz et al. (2017).
 
 Replies are produced lazily and handed to the server one at a time, so the server's memory stays
-O(d) even for many clients. A client that refuses (for example a non-finite update) is treated
-as dropped; a reply the server rejects excludes that client. Both are recorded with the reason.
+O(d) even for many clients. A client that refuses (for example a non-finite update) or rejects
+the server's request (malformed, or against the protocol) is treated as dropped; a reply the
+server rejects excludes that client. All are recorded with the reason.
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ class InMemoryTransport:
                 reply = session.step(request, contributions.get(cid))
             except ClientRefusedError as exc:
                 dropped[cid] = f"stage {stage}: client refused: {exc}"
+                continue
+            except (MalformedMessageError, ProtocolViolationError) as exc:
+                dropped[cid] = f"stage {stage}: client rejected the request: {exc}"
                 continue
             outcome.bytes_up += len(reply)
             try:

@@ -1,0 +1,318 @@
+from __future__ import annotations
+
+import contextlib
+import secrets
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from privfl.core import wire
+from privfl.core.securesum import SecureSum
+from privfl.core.spec import Contribution, ValueSpec
+from privfl.core.transport import InMemoryTransport, ScheduledDropout
+from privfl.errors import (
+    ConfigurationError,
+    EncodingOverflowError,
+    MalformedMessageError,
+    PrivflError,
+    ProtocolAbortError,
+    ProtocolViolationError,
+)
+from privfl.secagg import shamir
+from privfl.secagg.graph import harary_graph, plan_graph
+from privfl.secagg.pairwise import _UNMASK_REQ, PairwiseSecureSum, UnmaskRefusedError
+from privfl.secagg.ring import ring_for
+
+from ..core.contract import SecureSumContract
+
+SPEC = lambda d, n: ValueSpec(length=d, max_clients=n, linf_bound=1.0)  # noqa: E731
+
+
+class TestSecAggContract(SecureSumContract):
+    stages = 3  # dropping before upload (stages 0-2) removes the client from the sum
+
+    def make_secure_sum(self) -> SecureSum:
+        return PairwiseSecureSum()
+
+    def make_spec(self, length: int, max_clients: int) -> ValueSpec:
+        return SPEC(length, max_clients)
+
+    def test_everyone_dropping_aborts(self) -> None:  # overrides: the message differs
+        vals, ws = self._data(4, 16, seed=3)
+        with pytest.raises(ProtocolAbortError, match="survived"):
+            self._run(vals, ws, ScheduledDropout({0: {0, 1, 2, 3}}))
+
+    # The generic property test drops arbitrary many clients at stage 0, which a threshold
+    # protocol must refuse; test_sum_is_exact_for_random_dropouts_at_every_stage replaces it.
+    test_property_exact_for_random_inputs = None  # type: ignore[assignment]
+
+
+class TestSecAggPlusContract(TestSecAggContract):
+    def make_secure_sum(self) -> SecureSum:
+        return PairwiseSecureSum(sparse=True)
+
+
+def _run(ss: PairwiseSecureSum, n: int, d: int, drops: dict[int, set[int]], seed: int,
+         round_id: int = 7):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    proc = ss.create(SPEC(d, n))
+    vals = {c: rng.uniform(-1, 1, d) for c in range(n)}
+    ws = {c: float(rng.uniform(0.05, 1.0)) for c in range(n)}
+    server = proc.new_round(round_id, list(range(n)))
+    sessions = {c: proc.client_session(c) for c in range(n)}
+    out = InMemoryTransport(ScheduledDropout(drops)).run_round(
+        server, sessions, {c: Contribution(vals[c], ws[c]) for c in range(n)})
+    return out, vals, ws
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(3, 16), d=st.integers(1, 50), seed=st.integers(0, 2**31),
+       sparse=st.booleans(), data=st.data())
+def test_sum_is_exact_for_random_dropouts_at_every_stage(n: int, d: int, seed: int,
+                                                         sparse: bool, data: st.DataObject) -> None:
+    ss = PairwiseSecureSum(sparse=sparse)
+    plan = ss.plan(n)
+    # drop at most what every neighbourhood tolerates: m - t of the m holders
+    budget = plan.holders - plan.threshold
+    dropped = data.draw(st.lists(st.integers(0, n - 1), unique=True, max_size=budget))
+    stages = data.draw(st.lists(st.integers(0, 3), min_size=len(dropped),
+                                max_size=len(dropped)))
+    drops: dict[int, set[int]] = {}
+    for c, s in zip(dropped, stages, strict=True):
+        drops.setdefault(s, set()).add(c)
+    out, vals, ws = _run(ss, n, d, drops, seed)
+    keep = out.result.contributors
+    assert set(keep) == set(range(n)) - {c for s, cs in drops.items() if s < 3 for c in cs}
+    ref = sum(ws[c] * vals[c] for c in keep)
+    np.testing.assert_allclose(out.result.weighted_sum, ref, atol=1e-6, rtol=0)
+    assert out.result.total_weight == pytest.approx(sum(ws[c] for c in keep), abs=1e-6)
+
+
+def test_too_many_dropouts_abort_with_the_counts() -> None:
+    ss = PairwiseSecureSum()
+    plan = ss.plan(10)
+    drops = {2: set(range(10 - plan.threshold + 1))}
+    with pytest.raises(ProtocolAbortError, match=f"needs {plan.threshold}"):
+        _run(ss, 10, 20, drops, seed=1)
+
+
+def test_masked_uploads_are_uniform_over_the_ring() -> None:
+    ss = PairwiseSecureSum()
+    proc = ss.create(SPEC(20_000, 3))
+    server = proc.new_round(1, [0, 1, 2])
+    sessions = {c: proc.client_session(c) for c in range(3)}
+    uploads = []
+
+    class Spy:
+        def __init__(self, inner):  # type: ignore[no-untyped-def]
+            self.inner = inner
+
+        def step(self, request, contribution):  # type: ignore[no-untyped-def]
+            reply = self.inner.step(request, contribution)
+            if wire.peek_kind(reply) == 35:
+                uploads.append(wire.decode(reply, wire.Schema(35, "m", (
+                    wire.Field(1, "y", wire.FieldType.ARRAY, dtype="<u4"),))).array("y"))
+            return reply
+
+    InMemoryTransport().run_round(server, {c: Spy(s) for c, s in sessions.items()},
+                                  {c: Contribution(np.zeros(20_000)) for c in range(3)})
+    y = uploads[0].astype(np.float64) / 2**32  # an all-zero input, masked
+    assert stats.kstest(y, "uniform").pvalue > 1e-3
+    counts = np.bincount((uploads[0] >> np.uint32(28)).astype(np.int64), minlength=16)
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_fewer_than_t_shares_reveal_nothing() -> None:
+    secret = secrets.token_bytes(32)
+    sh = shamir.share(secret, list(range(1, 8)), 4)
+    assert shamir.reconstruct({x: sh[x] for x in (2, 4, 6, 7)}, 4) == secret
+    with pytest.raises(ProtocolAbortError, match="needs 4 shares"):
+        shamir.reconstruct({x: sh[x] for x in (1, 2, 3)}, 4)
+    # t-1 shares are consistent with every secret: interpolate them with a chosen constant term
+    other = secrets.token_bytes(32)
+    forged = dict({x: sh[x] for x in (1, 2, 3)})
+    # the unique degree-3 polynomial through (0, other) and the 3 shares gives a 4th share
+    xs, ys = [0, 1, 2, 3], [int.from_bytes(other, "big")] + [int.from_bytes(sh[x], "big")
+                                                             for x in (1, 2, 3)]
+    p = shamir.PRIME
+
+    def lagrange(at: int) -> int:
+        total = 0
+        for i, xi in enumerate(xs):
+            num = den = 1
+            for j, xj in enumerate(xs):
+                if i != j:
+                    num, den = num * (at - xj) % p, den * (xi - xj) % p
+            total = (total + ys[i] * num * pow(den, -1, p)) % p
+        return total
+
+    forged[5] = lagrange(5).to_bytes(shamir.SHARE_BYTES, "big")
+    assert shamir.reconstruct(forged, 4) == other
+
+
+def test_client_refuses_to_reveal_both_shares_of_a_peer() -> None:
+    ss = PairwiseSecureSum()
+    proc = ss.create(SPEC(10, 4))
+    server = proc.new_round(2, list(range(4)))
+    sessions = {c: proc.client_session(c) for c in range(4)}
+    req = server.step(())
+    for _ in range(3):  # advertise, share, mask
+        assert isinstance(req, dict)
+        for c, r in req.items():
+            server.receive(c, sessions[c].step(r, Contribution(np.zeros(10))))
+        req = server.step(())
+    assert isinstance(req, dict)
+    greedy = wire.encode(_UNMASK_REQ, 2, {"survivors": np.array([0, 1, 2], "<u4"),
+                                          "dropped": np.array([1], "<u4")})
+    with pytest.raises(UnmaskRefusedError, match="both"):
+        sessions[0].step(greedy, None)
+    with pytest.raises(ProtocolViolationError):  # and it does not get a second chance
+        sessions[0].step(req[0], None)
+
+
+def test_bad_messages_are_rejected_before_touching_the_sum() -> None:
+    ss = PairwiseSecureSum()
+    proc = ss.create(SPEC(8, 3))
+    server = proc.new_round(9, [0, 1, 2])
+    sessions = {c: proc.client_session(c) for c in range(3)}
+    req = server.step(())
+    assert isinstance(req, dict)
+    for c in range(3):
+        server.receive(c, sessions[c].step(req[c], None))
+    req = server.step(())
+    assert isinstance(req, dict)
+    replies = {c: sessions[c].step(req[c], None) for c in range(3)}
+    # a ciphertext that fails authentication: corrupt one byte of client 0's shares
+    msg = wire.decode(replies[0], wire.Schema(33, "s", (
+        wire.Field(1, "ids", wire.FieldType.ARRAY, dtype="<u4"),
+        wire.Field(2, "ciphertexts", wire.FieldType.BYTES),
+        wire.Field(3, "b_commit", wire.FieldType.BYTES))))
+    cts = bytearray(msg.raw("ciphertexts"))
+    cts[20] ^= 1
+    bad = wire.encode(msg.schema, 9, {**msg.values, "ciphertexts": bytes(cts)})
+    server.receive(0, bad)  # the server cannot tell; the recipient will
+    for c in (1, 2):
+        server.receive(c, replies[c])
+    with pytest.raises(ProtocolViolationError, match="duplicate"):
+        server.receive(1, replies[1])
+    with pytest.raises(ProtocolViolationError, match="not selected"):
+        server.receive(5, replies[1])
+    req = server.step(())
+    assert isinstance(req, dict)
+    with pytest.raises(MalformedMessageError, match="authentication"):
+        sessions[1].step(req[1], Contribution(np.zeros(8)))
+    # masked vector of the wrong length or ring
+    y = sessions[2].step(req[2], Contribution(np.zeros(8)))
+    wrong_len = wire.encode(wire.Schema(35, "m", (wire.Field(1, "y", wire.FieldType.ARRAY,
+                                                             dtype="<u4"),)),
+                            9, {"y": np.zeros(5, "<u4")})
+    wrong_ring = wire.encode(wire.Schema(36, "m", (wire.Field(1, "y", wire.FieldType.ARRAY,
+                                                              dtype="<u8"),)),
+                             9, {"y": np.zeros(9, "<u8")})
+    before = server.acc.copy()
+    with pytest.raises(MalformedMessageError, match="shape"):
+        server.receive(2, wrong_len)
+    with pytest.raises(MalformedMessageError):
+        server.receive(2, wrong_ring)
+    np.testing.assert_array_equal(server.acc, before)
+    server.receive(2, y)
+    other_round = proc.new_round(10, [0, 1, 2])
+    with pytest.raises((ProtocolViolationError, MalformedMessageError)):
+        other_round.receive(2, y)
+
+
+def test_configuration_is_checked_up_front() -> None:
+    with pytest.raises(ConfigurationError, match="bounded"):
+        PairwiseSecureSum().create(ValueSpec(length=4, max_clients=3))
+    with pytest.raises(EncodingOverflowError, match="ring"):
+        ring_for(ValueSpec(length=4, max_clients=10**6, linf_bound=1e9), precision=1e-12)
+    with pytest.raises(ConfigurationError, match="dropout_rate"):
+        PairwiseSecureSum(dropout_rate=0.6)
+    with pytest.raises(ConfigurationError, match="no threshold"):
+        plan_graph(3, sparse=False, dropout=0.45, collusion=0.9)
+    assert ring_for(SPEC(10, 100)).bits == 32
+    assert ring_for(SPEC(10, 100), precision=1e-12).bits == 64
+
+
+def test_graph_and_threshold() -> None:
+    plan = plan_graph(100, sparse=True, dropout=0.2, collusion=1 / 3)
+    assert plan.degree == 16 and plan.threshold == 9 and not plan.complete
+    g = harary_graph(list(range(100)), plan.degree)
+    assert all(len(v) == 16 for v in g.values())
+    assert all(u in g[v] for u in g for v in g[u])  # symmetric
+    full = plan_graph(10, sparse=False, dropout=0.2, collusion=1 / 3)
+    assert full.complete and full.degree == 9 and full.threshold == 6
+
+
+def test_upload_is_four_bytes_per_parameter() -> None:
+    out, *_ = _run(PairwiseSecureSum(sparse=True), 20, 50_000, {}, seed=0)
+    per_client_upload = out.bytes_up / 20 / 50_000
+    assert 4.0 <= per_client_upload < 4.2
+
+
+@settings(max_examples=120, deadline=None)
+@given(stage=st.integers(1, 4), pos=st.integers(0, 10**6), byte=st.integers(0, 255),
+       op=st.sampled_from(["flip", "cut", "insert", "random"]), blob=st.binary(max_size=200))
+def test_fuzz_server_and_client_decoders(stage: int, pos: int, byte: int, op: str,
+                                         blob: bytes) -> None:
+    ss = PairwiseSecureSum()
+    proc = ss.create(SPEC(6, 3))
+    server = proc.new_round(1, [0, 1, 2])
+    sessions = {c: proc.client_session(c) for c in range(3)}
+    req = server.step(())
+    for _ in range(stage - 1):
+        assert isinstance(req, dict)
+        for c, r in req.items():
+            server.receive(c, sessions[c].step(r, Contribution(np.zeros(6))))
+        req = server.step(())
+    assert isinstance(req, dict)
+    good_reply = sessions[0].step(req[0], Contribution(np.zeros(6)))
+    for target, good in (("server", good_reply), ("client", req[1])):
+        b = bytearray(good)
+        i = pos % len(b)
+        if op == "flip":
+            b[i] = byte
+        elif op == "cut":
+            b = b[:i]
+        elif op == "insert":
+            b[i:i] = bytes([byte])
+        else:
+            b = bytearray(blob)
+        with contextlib.suppress(PrivflError):
+            if target == "server":
+                server.receive(0, bytes(b))
+            else:
+                sessions[1].step(bytes(b), Contribution(np.zeros(6)))
+
+
+def test_a_client_rejecting_a_corrupted_share_becomes_a_dropout() -> None:
+    """End to end: a sender corrupts one ciphertext; its recipient drops; the sum stays exact."""
+    ss = PairwiseSecureSum()
+    proc = ss.create(SPEC(5, 6))
+    rng = np.random.default_rng(3)
+    vals = {c: rng.uniform(-1, 1, 5) for c in range(6)}
+
+    class Corrupting:
+        def __init__(self, inner):  # type: ignore[no-untyped-def]
+            self.inner = inner
+
+        def step(self, request, contribution):  # type: ignore[no-untyped-def]
+            reply = self.inner.step(request, contribution)
+            if wire.peek_kind(reply) == 33:  # shares: flip a byte of the first ciphertext
+                b = bytearray(reply)
+                b[-60] ^= 1
+                return bytes(b)
+            return reply
+
+    server = proc.new_round(1, list(range(6)))
+    sessions = {c: proc.client_session(c) for c in range(6)}
+    sessions[0] = Corrupting(sessions[0])  # type: ignore[assignment]
+    out = InMemoryTransport().run_round(server, sessions,
+                                        {c: Contribution(vals[c]) for c in range(6)})
+    victims = [c for c, why in out.dropped.items() if "authentication" in why]
+    assert victims
+    ref = sum(vals[c] for c in out.result.contributors)
+    np.testing.assert_allclose(out.result.weighted_sum, ref, atol=1e-6)
