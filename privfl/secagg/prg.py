@@ -51,5 +51,5 @@ def expand_mask(secret: bytes, length: int, dtype: np.dtype[np.unsignedinteger],
         raise ValueError("`out` must be a contiguous vector of the right length and width")
     nbytes = length * dt.itemsize
     enc = Cipher(algorithms.ChaCha20(secret, mask_nonce(purpose, round_id)), mode=None).encryptor()
-    enc.update_into(_zeros(nbytes), memoryview(out.view(np.uint8)))
+    enc.update_into(_zeros(nbytes), out.view(np.uint8).data)
     return out
