@@ -44,8 +44,9 @@ _HELP: dict[str, str] = {
     "server_momentum": "server momentum for --server-opt fedavg (FedAvgM)",
     "weighting": "weight client deltas by number of examples or uniformly",
     "secure": "secure-sum mechanism: plain (server sees updates), ckks (CKKS encryption, "
-              "compact), ckks-standard (CKKS with NVFlare's TenSEAL set-up)",
-    "update_bound": "without client-level DP, bounded secure sums (ckks) clip each update "
+              "compact), ckks-standard (CKKS with NVFlare's TenSEAL set-up), secagg / secagg+ "
+              "(pairwise masking, complete or sparse graph), multiserver (2-server sharing)",
+    "update_bound": "without client-level DP, bounded secure sums (all but plain) clip each update "
                     "coordinate to +-this",
     "dropout_rate": "probability that a selected client drops out before uploading",
     "dp": "differential privacy: off, local (DP-SGD on clients, example-level), central "

@@ -84,6 +84,9 @@ class SecureName(enum.Enum):
     PLAIN = "plain"
     CKKS = "ckks"
     CKKS_STANDARD = "ckks-standard"
+    SECAGG = "secagg"
+    SECAGG_PLUS = "secagg+"
+    MULTISERVER = "multiserver"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,20 +286,33 @@ def _build(cfg: RunConfig) -> Any:
     hooks = dp.hooks
     if cfg.secure is not SecureName.PLAIN:
         from privfl.core.bounds import CoordinateClip
-        from privfl.he.params import COMPACT, STANDARD
-        from privfl.he.securesum import CKKSSecureSum
 
-        secure_sum = CKKSSecureSum(STANDARD if cfg.secure is SecureName.CKKS_STANDARD
-                                   else COMPACT)
-        if hooks is None:  # CKKS needs bounded values; client-level DP bounds them already
+        secure_sum = _secure_sum(cfg.secure)
+        if hooks is None:  # bounded encodings; client-level DP bounds the values already
             hooks = CoordinateClip(cfg.update_bound)
             dp.notes.append(f"Each coordinate of each update was clipped to ±{cfg.update_bound:g} "
-                            "so that the CKKS sum cannot overflow (no privacy effect).")
+                            f"so that the {cfg.secure.value} sum cannot overflow (no privacy "
+                            "effect).")
     return FedAvg(model=model, data=data, client_update=dp.client_update,
                   config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
                                       weighting=cfg.weighting),
                   server_optimizer=server_opt, secure_sum=secure_sum,
                   transport=InMemoryTransport(dropout), hooks=hooks), dp
+
+
+def _secure_sum(name: SecureName) -> Any:
+    if name in (SecureName.CKKS, SecureName.CKKS_STANDARD):
+        from privfl.he.params import COMPACT, STANDARD
+        from privfl.he.securesum import CKKSSecureSum
+
+        return CKKSSecureSum(STANDARD if name is SecureName.CKKS_STANDARD else COMPACT)
+    if name is SecureName.MULTISERVER:
+        from privfl.secagg.multiserver import MultiServerSecureSum
+
+        return MultiServerSecureSum(2)
+    from privfl.secagg.pairwise import PairwiseSecureSum
+
+    return PairwiseSecureSum(sparse=name is SecureName.SECAGG_PLUS)
 
 
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,

@@ -130,3 +130,15 @@ def test_secure_ckks_with_every_dp_mode(dp: list[str], tmp_path: Path) -> None:
     assert "colluding" in trust["broken_by"]
     hist = json.loads((tmp_path / "r" / "history.json").read_text())
     assert all(r["aborted"] is None for r in hist["rounds"])
+
+
+@pytest.mark.parametrize("secure", ["secagg", "secagg+", "multiserver"])
+@pytest.mark.parametrize("dp", [[], ["--dp", "central", "--epsilon", "10", "--sampling",
+                                     "poisson", "--sample-rate", "0.8"]], ids=["off", "central"])
+def test_secure_aggregation_with_dp_modes(secure: str, dp: list[str], tmp_path: Path) -> None:
+    rc = main(["run", "--secure", secure, "--rounds", "2", "--out", str(tmp_path),
+               "--name", "r", "--quiet", *dp])
+    assert rc == 0
+    report = json.loads((tmp_path / "r" / "privacy_report.json").read_text())
+    (trust,) = report["trust_assumptions"]
+    assert trust["mechanism"] == secure and trust["server_sees"] in ("masked", "shares")

@@ -18,8 +18,8 @@ __all__ = [
     "FixedClipping",
     "GradSampleMode",
     "check_model",
-    "clip_l2",
     "client_level_event",
+    "clip_l2",
     "update_noise_multiplier",
 ]
 

@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     from privfl.he.securesum import CKKSSecureSum
 
 __all__ = [
-    "COMPACT",
-    "STANDARD",
     "Backend",
     "CKKSParams",
     "CKKSSecureSum",
+    "COMPACT",
     "ClientKeys",
+    "STANDARD",
     "ServerContext",
     "derive_params",
 ]

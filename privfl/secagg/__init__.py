@@ -1,0 +1,41 @@
+"""Secure aggregation by additive secret sharing. Hazmat: prefer the recipes and the CLI.
+
+Single-server pairwise masking (SecAgg / SecAgg+) that survives dropouts, and multi-server
+additive sharing; both over a fixed-point ring derived from the ``ValueSpec``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from privfl._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from privfl.secagg.graph import GraphPlan, harary_graph, plan_graph
+    from privfl.secagg.multiserver import MultiServerSecureSum
+    from privfl.secagg.pairwise import PairwiseSecureSum, UnmaskRefusedError
+    from privfl.secagg.ring import RingEncoding, ring_for
+
+__all__ = [
+    "GraphPlan",
+    "MultiServerSecureSum",
+    "PairwiseSecureSum",
+    "RingEncoding",
+    "UnmaskRefusedError",
+    "harary_graph",
+    "plan_graph",
+    "ring_for",
+]
+
+_EXPORTS = {
+    "GraphPlan": "privfl.secagg.graph",
+    "harary_graph": "privfl.secagg.graph",
+    "plan_graph": "privfl.secagg.graph",
+    "MultiServerSecureSum": "privfl.secagg.multiserver",
+    "PairwiseSecureSum": "privfl.secagg.pairwise",
+    "UnmaskRefusedError": "privfl.secagg.pairwise",
+    "RingEncoding": "privfl.secagg.ring",
+    "ring_for": "privfl.secagg.ring",
+}
+
+__getattr__ = lazy_getattr("privfl.secagg", _EXPORTS)
