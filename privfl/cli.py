@@ -50,7 +50,9 @@ _HELP: dict[str, str] = {
                     "coordinate to +-this",
     "dropout_rate": "probability that a selected client drops out before uploading",
     "dp": "differential privacy: off, local (DP-SGD on clients, example-level), central "
-          "(client-level DP-FedAvg, fixed clipping), adaptive (client-level, quantile clipping)",
+          "(client-level DP-FedAvg, fixed clipping), adaptive (client-level, quantile clipping), "
+          "distributed (client-level, discrete Gaussian shares under --secure "
+          "secagg/secagg+/multiserver)",
     "epsilon": "target epsilon at the end of the run; sigma is calibrated to it and it is "
                "enforced as a budget (0 = none)",
     "delta": "delta of the guarantee, in (0, 1)",

@@ -76,6 +76,7 @@ class DPMode(enum.Enum):
     LOCAL = "local"
     CENTRAL = "central"
     ADAPTIVE = "adaptive"
+    DISTRIBUTED = "distributed"
 
 
 class SecureName(enum.Enum):
@@ -279,15 +280,17 @@ def _build(cfg: RunConfig) -> Any:
         server_opt = cls(learning_rate=cfg.server_lr or 1e-2)
     dropout = (RandomDropout(cfg.dropout_rate, np.random.default_rng(cfg.seed + 7))
                if cfg.dropout_rate > 0 else None)
+    from privfl.core.params import ParamSpec
     from privfl.recipes import build_dp
 
-    dp = build_dp(cfg, update, sampler, data.num_clients)
-    secure_sum: Any = PlainSecureSum()
+    secure_sum: Any = PlainSecureSum() if cfg.secure is SecureName.PLAIN else _secure_sum(
+        cfg.secure)
+    dp = build_dp(cfg, update, sampler, data.num_clients, ParamSpec.from_module(model).dim,
+                  secure_sum)
     hooks = dp.hooks
     if cfg.secure is not SecureName.PLAIN:
         from privfl.core.bounds import CoordinateClip
 
-        secure_sum = _secure_sum(cfg.secure)
         if hooks is None:  # bounded encodings; client-level DP bounds the values already
             hooks = CoordinateClip(cfg.update_bound)
             dp.notes.append(f"Each coordinate of each update was clipped to ±{cfg.update_bound:g} "

@@ -32,7 +32,7 @@ from privfl.core.sampling import ClientSampler, FixedSizeSampling
 from privfl.core.securesum import TrustAssumption
 from privfl.errors import ConfigurationError
 
-__all__ = ["DPPlan", "build_dp", "dp_fedavg", "local_dp_sgd", "no_dp"]
+__all__ = ["DPPlan", "build_dp", "distributed_dp", "dp_fedavg", "local_dp_sgd", "no_dp"]
 
 
 @dataclass
@@ -166,7 +166,55 @@ def dp_fedavg(*, client_update: ClientUpdate, sampler: ClientSampler, num_client
     return DPPlan(client_update=client_update, hooks=hooks, ledger=ledger, notes=notes)
 
 
-def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients: int) -> DPPlan:
+def distributed_dp(*, client_update: ClientUpdate, secure_sum: Any, sampler: ClientSampler,
+                   num_clients: int, dim: int, rounds: int, delta: float,
+                   target_epsilon: float | None = None, noise_multiplier: float | None = None,
+                   clip_norm: float = 1.0, min_clients_fraction: float = 0.5,
+                   rng: np.random.Generator | None = None) -> DPPlan:
+    """Client-level distributed DP (DDGauss) under a ring secure sum.
+
+    σ is calibrated (RDP over ``ZCDpEvent``s) for the worst case the budget guard allows: every
+    round with only ``min_clients_fraction`` of the expected clients' noise shares.
+    """
+    import dp_accounting
+
+    from privfl.dp.distributed import DistributedDP, plan_ddg
+
+    expected = sampler.inclusion_probability(num_clients) * num_clients
+    min_shares = max(1, math.ceil(min_clients_fraction * expected))
+    precision = secure_sum.precision
+    notes = [f"Distributed DP: each client adds a discrete Gaussian share; accounting assumes at "
+             f"least {min_shares} of {expected:g} expected shares per round and charges each "
+             "round for the shares that actually arrived (dropouts remove noise). No "
+             "amplification by client sampling is claimed. Accountant: RDP (zCDP events).",
+             "The server only ever sees masked inputs (or shares) and the noised sum."]
+
+    def eps_of(z: float) -> float:
+        plan = plan_ddg(noise_multiplier=z, length=dim, max_clients=num_clients,
+                        expected_clients=expected, precision=precision)
+        ev = dp_accounting.SelfComposedDpEvent(dp_accounting.ZCDpEvent(plan.rho(min_shares)),
+                                               rounds)
+        from privfl.accounting.accountant import NeighboringRelation
+
+        return epsilon(ev, delta=delta, accountant=Accountant.RDP,
+                       relation=NeighboringRelation.REPLACE_WITH_ZERO)
+
+    if noise_multiplier is None:
+        if target_epsilon is None:
+            raise ConfigurationError("give `target_epsilon` or `noise_multiplier`.")
+        noise_multiplier = calibrate_to(eps_of, target_epsilon)
+        notes.append(f"noise_multiplier {noise_multiplier:.4g} was calibrated with RDP so that "
+                     f"{rounds} rounds end at ε ≤ {target_epsilon:g}, δ={delta:g}.")
+    budgets = {UnitKind.CLIENT: Budget(target_epsilon, delta)} if target_epsilon else {}
+    ledger = PrivacyLedger(delta=delta, accountant=Accountant.RDP, budgets=budgets)
+    hooks = DistributedDP(noise_multiplier=noise_multiplier, clip_norm=clip_norm, ledger=ledger,
+                          secure_sum=secure_sum, min_clients_fraction=min_clients_fraction,
+                          rng=rng)
+    return DPPlan(client_update=client_update, hooks=hooks, ledger=ledger, notes=notes)
+
+
+def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients: int,
+             dim: int = 0, secure_sum: Any = None) -> DPPlan:
     """The plan for a :class:`~privfl.experiment.RunConfig`."""
     from privfl.experiment import DPMode
 
@@ -185,6 +233,19 @@ def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients
                             accountant=acc, grad_sample_mode=GradSampleMode(cfg.grad_sample_mode),
                             secure_mode=cfg.secure_noise)
     rng = None if cfg.secure_noise else np.random.default_rng(cfg.seed + 11)
+    if cfg.dp is DPMode.DISTRIBUTED:
+        if not hasattr(secure_sum, "precision"):
+            raise ConfigurationError(
+                "`--dp distributed` needs a ring secure sum: `--secure secagg`, `secagg+` or "
+                f"`multiserver`. Found {cfg.secure.value!r}.")
+        plan = distributed_dp(client_update=update, secure_sum=secure_sum, sampler=sampler,
+                              num_clients=num_clients, dim=dim, rounds=cfg.rounds,
+                              delta=cfg.delta, target_epsilon=target, noise_multiplier=sigma,
+                              clip_norm=cfg.clip_norm or 1.0, rng=rng)
+        plan.notes.append("Noise shares came from a ChaCha20 CSPRNG." if rng is None else
+                          "Noise shares came from seeded simulation generators (reproducible, "
+                          "not for production: use --secure-noise).")
+        return plan
     plan = dp_fedavg(client_update=update, sampler=sampler, num_clients=num_clients,
                      rounds=cfg.rounds, delta=cfg.delta, target_epsilon=target,
                      noise_multiplier=sigma, clip_norm=cfg.clip_norm or None,

@@ -142,3 +142,18 @@ def test_secure_aggregation_with_dp_modes(secure: str, dp: list[str], tmp_path: 
     report = json.loads((tmp_path / "r" / "privacy_report.json").read_text())
     (trust,) = report["trust_assumptions"]
     assert trust["mechanism"] == secure and trust["server_sees"] in ("masked", "shares")
+
+
+@pytest.mark.parametrize("secure", ["secagg+", "multiserver"])
+def test_distributed_dp_cli(secure: str, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["run", "--dp", "distributed", "--epsilon", "8", "--secure", secure, "--rounds",
+               "2", "--weighting", "uniform", "--out", str(tmp_path), "--name", "r", "--quiet"])
+    assert rc == 0
+    report = json.loads((tmp_path / "r" / "privacy_report.json").read_text())
+    (unit,) = report["units"]
+    assert unit["neighboring_relation"] == "replace_with_zero" and unit["epsilon"] <= 8
+    assert any("noised sum" in n for n in report["notes"])
+    assert main(["run", "--dp", "distributed", "--epsilon", "8", "--quiet",
+                 "--out", str(tmp_path)]) == 2
+    assert "ring secure sum" in capsys.readouterr().err

@@ -39,6 +39,9 @@ class NeighboringRelation(enum.Enum):
 
     ADD_OR_REMOVE_ONE = "add_or_remove_one"
     REPLACE_ONE = "replace_one"
+    REPLACE_WITH_ZERO = "replace_with_zero"
+    """One unit's data replaced by a neutral record (for client-level distributed DP: its update
+    by zero while it still adds its noise share)."""
 
 
 def _relation(rel: NeighboringRelation) -> Any:
@@ -46,7 +49,8 @@ def _relation(rel: NeighboringRelation) -> Any:
 
     rel_type = dp_accounting.NeighboringRelation
     return {NeighboringRelation.ADD_OR_REMOVE_ONE: rel_type.ADD_OR_REMOVE_ONE,
-            NeighboringRelation.REPLACE_ONE: rel_type.REPLACE_ONE}[rel]
+            NeighboringRelation.REPLACE_ONE: rel_type.REPLACE_ONE,
+            NeighboringRelation.REPLACE_WITH_ZERO: rel_type.REPLACE_SPECIAL}[rel]
 
 
 #: PLD discretisation used to certify ε (dp-accounting's default).

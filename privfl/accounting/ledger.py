@@ -222,10 +222,18 @@ class PrivacyLedger:
                 "It was not run.")
 
     def record(self, unit: PrivacyUnit, event: Any, *, round_id: int, mechanism: str,
-               params: Mapping[str, Any] | None = None) -> None:
-        """Check the budget, then record that ``mechanism`` released ``event`` about ``unit``."""
+               params: Mapping[str, Any] | None = None, already_released: bool = False) -> None:
+        """Check the budget, then record that ``mechanism`` released ``event`` about ``unit``.
+
+        ``already_released=True`` records a release that has happened whatever the budget
+        says (for example fewer noise shares than planned reached the server): the ledger must
+        show it; the next :meth:`check` then stops further rounds.
+        """
         require_int("round_id", round_id, minimum=0)
-        self.check(unit, event)
+        if already_released:
+            self.require_supported(unit, event)
+        else:
+            self.check(unit, event)
         book = self._books.setdefault(unit, _UnitBook())
         book.entries.append(LedgerEntry(round_id, mechanism, event, dict(params or {})))
         book.counts[event] += 1

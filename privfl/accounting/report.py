@@ -162,8 +162,10 @@ class PrivacyReport:
     def to_markdown(self) -> str:
         """A human-readable report."""
         lines = ["# Privacy report", ""]
+        other = "RDP" if self.accountant == "PLD" else "PLD (where it applies)"
         lines += [f"ε is reported at δ = {self.delta:g}, certified by the **{self.accountant}** "
-                  "accountant (dp-accounting), with RDP alongside. Both are upper bounds.", ""]
+                  f"accountant (dp-accounting), with {other} alongside. Both are upper bounds.",
+                  ""]
         if not self.units:
             lines += ["**No differential privacy**: no mechanism released a DP event. The model "
                       "and the updates carry no formal privacy guarantee.", ""]
