@@ -5,14 +5,16 @@ clients dropped before upload (after sharing keys: their masks must be removed) 
 after upload (during unmasking), it reports the server's time over all stages (decode, validate,
 fold, reconstruct, unmask, decode the sum), the median client time over all stages, bytes up and
 down per client, and — measured in the same run on the same vectors — a plain FedAvg sum (the
-floor). When ``flwr`` is importable, Flower's SecAgg+ is timed on the same sizes with
-k = 2⌈log₂ n⌉ + 1; otherwise that part says so and is skipped.
+floor). When ``flwr`` is importable, Flower's own SecAgg+ (``SecAggPlusWorkflow`` and
+``secaggplus_mod``, in process, see ``_flower_secaggplus.py``) is timed on the same vectors and
+scenarios with k = 2⌈log₂ n⌉ + 1; otherwise that part says so and is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import statistics
 import time
 from typing import Any
@@ -78,12 +80,29 @@ def _one(secure: Any, values: list[np.ndarray], drops: dict[int, set[int]]) -> d
             "contributors": len(out.result.contributors)}
 
 
-def _flower(n: int, d: int) -> dict[str, Any]:
+_FLOWER_STAGE = {"before_upload": "collect_masked_vectors", "after_upload": "unmask"}
+
+
+def _flower(values: list[np.ndarray], victims: set[int], plain_s: float) -> dict[str, Any]:
     if importlib.util.find_spec("flwr") is None:
         return {"skipped": "flwr is not installed"}
-    return {"skipped": "a Flower SecAgg+ harness (legacy DefaultWorkflow + secaggplus_mod) is "
-                       "not part of this benchmark yet; see shared research notes for its "
-                       "measured cost"}
+    import logging
+
+    from ._flower_secaggplus import run_flower_secaggplus
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    n = len(values)
+    k = 2 * math.ceil(math.log2(n)) + 1
+    out: dict[str, Any] = {"num_shares": k}
+    for name in ("none", "before_upload", "after_upload"):
+        nodes = {v + 1 for v in victims} if name != "none" else set()
+        r = run_flower_secaggplus(values, k, nodes, _FLOWER_STAGE.get(name, ""))
+        r["server_vs_plain"] = r["server_s"] / plain_s
+        out[name] = r
+        print(f"n={n:3d} d={len(values[0]):>9,d} flower-secagg+ drop={name:13s} server "
+              f"{r['server_s']:7.3f} s (x{r['server_vs_plain']:5.1f} plain)  client "
+              f"{r['client_s_median']:.3f} s")
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,7 +138,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           f"{plain['server_s']:.3f} s)  client {r['client_s_median']:.3f} s  "
                           f"up {r['upload_bytes_per_param']:.3f} B/param  "
                           f"err {r['max_abs_error']:.1e}")
-            row["flower_secaggplus"] = _flower(n, d)
+            row["flower_secaggplus"] = _flower(values, victims, plain["server_s"])
+            if "secagg+" in row and "skipped" not in row["flower_secaggplus"]:
+                fl = row["flower_secaggplus"]
+                row["privfl_speedup_over_flower"] = {
+                    name: {"server": fl[name]["server_s"] / row["secagg+"][name]["server_s"],
+                           "client": fl[name]["client_s_median"]
+                           / row["secagg+"][name]["client_s_median"]}
+                    for name in ("none", "before_upload", "after_upload")}
             results.append(row)
-    print(f"Flower SecAgg+: {results[0]['flower_secaggplus']['skipped']}")
+    if "skipped" in results[0]["flower_secaggplus"]:
+        print(f"Flower SecAgg+: skipped ({results[0]['flower_secaggplus']['skipped']})")
     return {"config": cfg, "results": results}
