@@ -288,6 +288,13 @@ def _build(cfg: RunConfig) -> Any:
     dp = build_dp(cfg, update, sampler, data.num_clients, ParamSpec.from_module(model).dim,
                   secure_sum)
     hooks = dp.hooks
+    if hasattr(secure_sum, "plan"):
+        per_round = sampler.max_clients(data.num_clients)
+        plan = secure_sum.plan(per_round)
+        dp.notes.append(f"{secure_sum.name}: with {per_round} clients per round each client masks "
+                        f"with {plan.degree} neighbours and shares its secrets t = "
+                        f"{plan.threshold} of m = {plan.holders} holders; a neighbourhood "
+                        f"survives {plan.holders - plan.threshold} dropouts.")
     if cfg.secure is not SecureName.PLAIN:
         from privfl.core.bounds import CoordinateClip
 

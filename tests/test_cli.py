@@ -132,9 +132,21 @@ def test_secure_ckks_with_every_dp_mode(dp: list[str], tmp_path: Path) -> None:
     assert all(r["aborted"] is None for r in hist["rounds"])
 
 
-@pytest.mark.parametrize("secure", ["secagg", "secagg+", "multiserver"])
-@pytest.mark.parametrize("dp", [[], ["--dp", "central", "--epsilon", "10", "--sampling",
-                                     "poisson", "--sample-rate", "0.8"]], ids=["off", "central"])
+_SECURE_DP = [
+    ("secagg", []), ("multiserver", []), ("secagg+", []),
+    ("secagg", ["--dp", "central", "--epsilon", "10", "--sampling", "poisson",
+                "--sample-rate", "0.8"]),
+    ("multiserver", ["--dp", "central", "--epsilon", "10", "--sampling", "poisson",
+                     "--sample-rate", "0.8"]),
+    ("secagg+", ["--dp", "local", "--epsilon", "8", "--local-steps", "3",
+                 "--grad-sample-mode", "ew"]),
+    ("secagg+", ["--dp", "adaptive", "--epsilon", "10", "--sampling", "poisson",
+                 "--sample-rate", "0.8", "--clipped-count-stddev", "2"]),
+]
+
+
+@pytest.mark.parametrize(("secure", "dp"), _SECURE_DP,
+                         ids=[f"{s}-{d[1] if d else 'off'}" for s, d in _SECURE_DP])
 def test_secure_aggregation_with_dp_modes(secure: str, dp: list[str], tmp_path: Path) -> None:
     rc = main(["run", "--secure", secure, "--rounds", "2", "--out", str(tmp_path),
                "--name", "r", "--quiet", *dp])
@@ -142,6 +154,8 @@ def test_secure_aggregation_with_dp_modes(secure: str, dp: list[str], tmp_path: 
     report = json.loads((tmp_path / "r" / "privacy_report.json").read_text())
     (trust,) = report["trust_assumptions"]
     assert trust["mechanism"] == secure and trust["server_sees"] in ("masked", "shares")
+    if secure != "multiserver":
+        assert any("holders" in n for n in report["notes"])
 
 
 @pytest.mark.parametrize("secure", ["secagg+", "multiserver"])

@@ -134,8 +134,7 @@ def dpsgd_event(*, sample_rate: float, noise_multiplier: float, steps: int) -> A
 
 
 def dpsgd_epsilon(*, sample_rate: float, noise_multiplier: float, steps: int, delta: float,
-                  accountant: Accountant = Accountant.PLD,
-                  pld_interval: float = PLD_INTERVAL) -> float:
+                  accountant: Accountant = Accountant.PLD) -> float:
     """ε of DP-SGD: ``steps`` Poisson-subsampled Gaussians, add/remove-one neighbours.
 
     Args:
@@ -144,7 +143,6 @@ def dpsgd_epsilon(*, sample_rate: float, noise_multiplier: float, steps: int, de
         steps: Number of noisy steps ≥ 0.
         delta: Target δ ∈ (0, 1).
         accountant: PLD (tight, default) or RDP.
-        pld_interval: PLD discretisation (coarser: faster, slightly larger upper bound).
 
     Returns:
         ε ≥ 0 (``math.inf`` without noise).
@@ -152,6 +150,14 @@ def dpsgd_epsilon(*, sample_rate: float, noise_multiplier: float, steps: int, de
     Raises:
         ConfigurationError: An argument is out of range.
     """
+    return dpsgd_epsilon_at(sample_rate=sample_rate, noise_multiplier=noise_multiplier,
+                            steps=steps, delta=delta, accountant=accountant)
+
+
+def dpsgd_epsilon_at(*, sample_rate: float, noise_multiplier: float, steps: int, delta: float,
+                     accountant: Accountant = Accountant.PLD,
+                     pld_interval: float = PLD_INTERVAL) -> float:
+    """:func:`dpsgd_epsilon` with an explicit PLD discretisation (used by calibration)."""
     check_delta(delta)
     if not isinstance(accountant, Accountant):
         raise ConfigurationError(f"`accountant` must be an Accountant. Found {accountant!r}.")

@@ -6,7 +6,12 @@ import math
 from collections.abc import Callable
 
 from privfl._validation import require_int, require_positive, require_probability
-from privfl.accounting.accountant import PLD_INTERVAL, Accountant, check_delta, dpsgd_epsilon
+from privfl.accounting.accountant import (
+    PLD_INTERVAL,
+    Accountant,
+    check_delta,
+    dpsgd_epsilon_at,
+)
 from privfl.errors import ConfigurationError
 
 __all__ = ["COARSE_PLD_INTERVAL", "calibrate_noise_multiplier", "calibrate_to"]
@@ -94,8 +99,9 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float, sample_ra
     if not math.isfinite(target_epsilon):
         raise ConfigurationError(f"`target_epsilon` must be finite. Found {target_epsilon}.")
     def eps(acc: Accountant, interval: float = PLD_INTERVAL) -> Callable[[float], float]:
-        return lambda s: dpsgd_epsilon(sample_rate=sample_rate, noise_multiplier=s, steps=steps,
-                                       delta=delta, accountant=acc, pld_interval=interval)
+        return lambda s: dpsgd_epsilon_at(sample_rate=sample_rate, noise_multiplier=s,
+                                          steps=steps, delta=delta, accountant=acc,
+                                          pld_interval=interval)
 
     if accountant is Accountant.PLD:
         return calibrate_to(eps(accountant, COARSE_PLD_INTERVAL), target_epsilon,
