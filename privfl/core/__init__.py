@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from privfl.core.params import (
         ParamSpec,
     )
+    from privfl.core.ring import (
+        RingEncoding,
+        ring_for,
+    )
     from privfl.core.sampling import (
         ClientSampler,
         FixedSizeSampling,
@@ -92,6 +96,7 @@ __all__ = [
     "PlainSecureSum",
     "PoissonSampling",
     "RandomDropout",
+    "RingEncoding",
     "RoundGuard",
     "RoundHooks",
     "RoundOutcome",
@@ -107,6 +112,7 @@ __all__ = [
     "Visibility",
     "Weighting",
     "evaluate",
+    "ring_for",
 ]
 
 _EXPORTS = {
@@ -135,6 +141,8 @@ _EXPORTS = {
     "PlainSecureSum": "privfl.core.securesum",
     "PoissonSampling": "privfl.core.sampling",
     "RandomDropout": "privfl.core.transport",
+    "RingEncoding": "privfl.core.ring",
+    "ring_for": "privfl.core.ring",
     "RoundHooks": "privfl.core.fedavg",
     "RoundOutcome": "privfl.core.transport",
     "RoundRecord": "privfl.core.history",

@@ -104,7 +104,7 @@ class DDGPlan:
 def plan_ddg(*, noise_multiplier: float, length: int, max_clients: int,
              expected_clients: float, precision: float) -> DDGPlan:
     """Ring scale 2^f, local σ and sensitivity for the given noise multiplier."""
-    from privfl.secagg.ring import ring_for
+    from privfl.core.ring import ring_for
 
     local_real = noise_multiplier / math.sqrt(expected_clients)
     bounded = ValueSpec(length=length, max_clients=max_clients,

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from privfl._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from privfl.core.ring import RingEncoding, ring_for
     from privfl.secagg.graph import GraphPlan, harary_graph, plan_graph
     from privfl.secagg.multiserver import MultiServerSecureSum
     from privfl.secagg.pairwise import PairwiseSecureSum, UnmaskRefusedError
-    from privfl.secagg.ring import RingEncoding, ring_for
 
 __all__ = [
     "GraphPlan",
@@ -34,8 +34,8 @@ _EXPORTS = {
     "MultiServerSecureSum": "privfl.secagg.multiserver",
     "PairwiseSecureSum": "privfl.secagg.pairwise",
     "UnmaskRefusedError": "privfl.secagg.pairwise",
-    "RingEncoding": "privfl.secagg.ring",
-    "ring_for": "privfl.secagg.ring",
+    "RingEncoding": "privfl.core.ring",
+    "ring_for": "privfl.core.ring",
 }
 
 __getattr__ = lazy_getattr("privfl.secagg", _EXPORTS)

@@ -1,6 +1,6 @@
 """Multi-server additive secret sharing (Prio-style): private while one server is honest.
 
-Each client encodes x' = (w·x, w) in the ring Z_{2^b} (:mod:`.ring`) and splits it into k ≥ 2
+Each client encodes x' = (w·x, w) in the ring Z_{2^b} (core.ring) and splits it into k ≥ 2
 additive shares: k − 1 of them are ChaCha20 expansions of fresh 256-bit seeds, the last is
 x' − Σ PRG(seedᵢ) mod 2^b. Server i < k − 1 receives only seedᵢ (48 bytes on the wire), server
 k − 1 the vector share (b/8 bytes per parameter). Every part is sealed to its server (X25519
@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from privfl._validation import require_int
 from privfl.core import wire
+from privfl.core.ring import RingEncoding, ring_for
 from privfl.core.securesum import (
     ClientSession,
     ServerSession,
@@ -46,7 +47,6 @@ from privfl.errors import (
     ProtocolViolationError,
 )
 from privfl.secagg.prg import expand_mask
-from privfl.secagg.ring import RingEncoding, ring_for
 
 __all__ = ["MultiServerSecureSum"]
 

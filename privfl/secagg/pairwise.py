@@ -12,7 +12,7 @@ Four stages per round, as client and server state machines behind the ``SecureSu
 2. **Masked input.** u receives the shares addressed to it, and uploads
    yᵤ = enc(wᵤxᵤ, wᵤ) + PRG(bᵤ) + Σᵥ ±PRG(sᵤᵥ) mod 2^b, where sᵤᵥ = HKDF(X25519(s_skᵤ, s_pkᵥ))
    for every neighbour v that completed stage 1 (+ if u < v, − otherwise), so pair masks cancel
-   in the sum. Values are fixed-point with unbiased stochastic rounding (:mod:`.ring`); masks
+   in the sum. Values are fixed-point with unbiased stochastic rounding (core.ring); masks
    are ChaCha20 keystreams of 256-bit secrets (:mod:`.prg`), uniform over the ring.
 3. **Unmask.** For each surviving neighbour v, u reveals its share of bᵥ; for each neighbour
    that shared but did not upload, its share of s_skᵥ. A client never reveals both for the same
@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from privfl.core import wire
+from privfl.core.ring import RingEncoding, ring_for
 from privfl.core.securesum import (
     ClientSession,
     ServerSession,
@@ -60,7 +61,6 @@ from privfl.errors import (
 from privfl.secagg import shamir
 from privfl.secagg.graph import GraphPlan, harary_graph, plan_graph
 from privfl.secagg.prg import PAIR_MASK, SELF_MASK, expand_mask
-from privfl.secagg.ring import RingEncoding, ring_for
 
 __all__ = ["PairwiseSecureSum", "UnmaskRefusedError"]
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from privfl.core import wire
+from privfl.core.ring import ring_for
 from privfl.core.securesum import SecureSum
 from privfl.core.spec import Contribution, ValueSpec
 from privfl.core.transport import InMemoryTransport, ScheduledDropout
@@ -24,7 +25,6 @@ from privfl.errors import (
 from privfl.secagg import shamir
 from privfl.secagg.graph import harary_graph, plan_graph
 from privfl.secagg.pairwise import _UNMASK_REQ, PairwiseSecureSum, UnmaskRefusedError
-from privfl.secagg.ring import ring_for
 
 from ..core.contract import SecureSumContract
 
