@@ -17,7 +17,7 @@ import numpy.typing as npt
 from privfl._validation import require_int, require_positive, require_real
 from privfl.errors import ConfigurationError, NonFiniteUpdateError, ShapeMismatchError
 
-__all__ = ["ClientId", "Contribution", "SumResult", "ValueSpec"]
+__all__ = ["ClientId", "Contribution", "SumResult", "ValueSpec", "weighted_input"]
 
 ClientId = int
 """Clients are identified by non-negative integers, unique in a federation."""
@@ -96,6 +96,27 @@ class ValueSpec:
                 raise ConfigurationError(
                     f"client value L-inf norm must be <= linf_bound={self.linf_bound}. "
                     f"Found {m}.")
+
+
+def weighted_input(spec: ValueSpec, contribution: Contribution | None,
+                   mechanism: str) -> npt.NDArray[np.float64]:
+    """Validate a client's contribution and return x' = (w·x, w) in float64 (length d + 1).
+
+    Secure sums that carry the weight inside the sum use this on the client side.
+
+    Raises:
+        ConfigurationError: No contribution at the input stage, or a bound is violated.
+        ShapeMismatchError: Wrong shape.
+        NonFiniteUpdateError: NaN or Inf in the value.
+    """
+    if contribution is None:
+        raise ConfigurationError(f"the {mechanism} sum needs a contribution at its input stage.")
+    value = np.asarray(contribution.value)
+    spec.check_value(value, contribution.weight)
+    out = np.empty(spec.length + 1)
+    out[:-1] = value.astype(np.float64) * contribution.weight
+    out[-1] = contribution.weight
+    return out
 
 
 @dataclass(frozen=True, slots=True)

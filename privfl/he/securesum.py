@@ -39,7 +39,7 @@ from privfl.core.securesum import (
     Visibility,
     check_round_clients,
 )
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec
+from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec, weighted_input
 from privfl.errors import (
     ConfigurationError,
     DecryptionError,
@@ -286,13 +286,7 @@ class _Client:
             self.engine.check_ident(msg)
             if msg.uint("length") != self.engine.length:
                 raise MalformedMessageError("request for a vector of the wrong length")
-            if contribution is None:
-                raise ConfigurationError("the CKKS sum needs a contribution at its input stage")
-            value = np.asarray(contribution.value)
-            self.spec.check_value(value, contribution.weight)
-            x = np.empty(self.engine.length)
-            x[:-1] = value.astype(np.float64) * contribution.weight
-            x[-1] = contribution.weight
+            x = weighted_input(self.spec, contribution, "CKKS")
             return wire.encode(_INPUT, msg.round_id, {**self.engine.ident(),
                                                       **self.engine.encrypt(x)})
         if kind == _AGGREGATE.kind:

@@ -39,9 +39,8 @@ from privfl.core.securesum import (
     Visibility,
     check_round_clients,
 )
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec
+from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec, weighted_input
 from privfl.errors import (
-    ConfigurationError,
     MalformedMessageError,
     ProtocolAbortError,
     ProtocolViolationError,
@@ -178,13 +177,7 @@ class _Client:
         pks = msg.raw("server_pks")
         if len(pks) != 32 * k or msg.uint("length") != self.cfg.length:
             raise MalformedMessageError("request for another number of servers or length")
-        if contribution is None:
-            raise ConfigurationError("multi-server sharing needs a contribution")
-        value = np.asarray(contribution.value)
-        self.cfg.spec.check_value(value, contribution.weight)
-        x = np.empty(self.cfg.length)
-        x[:-1] = value.astype(np.float64) * contribution.weight
-        x[-1] = contribution.weight
+        x = weighted_input(self.cfg.spec, contribution, "multi-server")
         last = self.cfg.ring.encode(x, self.rng)
         scratch = np.empty_like(last)
         eph = X25519PrivateKey.generate()

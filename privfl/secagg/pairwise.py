@@ -50,10 +50,9 @@ from privfl.core.securesum import (
     Visibility,
     check_round_clients,
 )
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec
+from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec, weighted_input
 from privfl.errors import (
     ClientRefusedError,
-    ConfigurationError,
     MalformedMessageError,
     ProtocolAbortError,
     ProtocolViolationError,
@@ -238,13 +237,7 @@ class _Client:
                 raise MalformedMessageError(f"share from {v} is bound to another message")
             body = pt[_SHARE_PT.size:]
             self.received[v] = (body[: shamir.SHARE_BYTES], body[shamir.SHARE_BYTES:])
-        if contribution is None:
-            raise ConfigurationError("pairwise masking needs a contribution at its input stage")
-        value = np.asarray(contribution.value)
-        self.cfg.spec.check_value(value, contribution.weight)
-        x = np.empty(self.cfg.length)
-        x[:-1] = value.astype(np.float64) * contribution.weight
-        x[-1] = contribution.weight
+        x = weighted_input(self.cfg.spec, contribution, "pairwise masking")
         y = self.cfg.ring.encode(x, self.rng)
         scratch = np.empty_like(y)
         expand_mask(self.b_seed, len(y), y.dtype, purpose=SELF_MASK, round_id=self.round_id,

@@ -25,6 +25,7 @@ from privfl.he import COMPACT, STANDARD, CKKSParams, CKKSSecureSum, ClientKeys, 
 from privfl.he.securesum import _INPUT
 
 from ..core.contract import SecureSumContract
+from ..fuzzing import MUTATION, mutate
 
 
 def _spec(d: int, n: int) -> ValueSpec:
@@ -236,23 +237,11 @@ def _fuzz_setup():  # type: ignore[no-untyped-def]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.sampled_from(["upload", "aggregate"]), pos=st.integers(0, 10**6),
-       byte=st.integers(0, 255), op=st.sampled_from(["flip", "cut", "insert", "random"]),
-       blob=st.binary(max_size=300))
+@given(which=st.sampled_from(["upload", "aggregate"]), **MUTATION)
 def test_fuzz_decoders_only_raise_privfl_errors(which: str, pos: int, byte: int, op: str,
                                                 blob: bytes) -> None:
     proc, upload, aggregate = _fuzz_setup()
-    good = upload if which == "upload" else aggregate
-    b = bytearray(good)
-    i = pos % len(b)
-    if op == "flip":
-        b[i] = byte
-    elif op == "cut":
-        b = b[:i]
-    elif op == "insert":
-        b[i:i] = bytes([byte])
-    else:
-        b = bytearray(blob)
+    b = mutate(upload if which == "upload" else aggregate, pos, byte, op, blob)
     with contextlib.suppress(PrivflError):
         if which == "upload":
             srv = proc.new_round(1, [0, 1])

@@ -27,6 +27,7 @@ from privfl.secagg.graph import harary_graph, plan_graph
 from privfl.secagg.pairwise import _UNMASK_REQ, PairwiseSecureSum, UnmaskRefusedError
 
 from ..core.contract import SecureSumContract
+from ..fuzzing import MUTATION, mutate
 
 SPEC = lambda d, n: ValueSpec(length=d, max_clients=n, linf_bound=1.0)  # noqa: E731
 
@@ -254,8 +255,7 @@ def test_upload_is_four_bytes_per_parameter() -> None:
 
 
 @settings(max_examples=120, deadline=None)
-@given(stage=st.integers(1, 4), pos=st.integers(0, 10**6), byte=st.integers(0, 255),
-       op=st.sampled_from(["flip", "cut", "insert", "random"]), blob=st.binary(max_size=200))
+@given(stage=st.integers(1, 4), **MUTATION)
 def test_fuzz_server_and_client_decoders(stage: int, pos: int, byte: int, op: str,
                                          blob: bytes) -> None:
     ss = PairwiseSecureSum()
@@ -271,16 +271,7 @@ def test_fuzz_server_and_client_decoders(stage: int, pos: int, byte: int, op: st
     assert isinstance(req, dict)
     good_reply = sessions[0].step(req[0], Contribution(np.zeros(6)))
     for target, good in (("server", good_reply), ("client", req[1])):
-        b = bytearray(good)
-        i = pos % len(b)
-        if op == "flip":
-            b[i] = byte
-        elif op == "cut":
-            b = b[:i]
-        elif op == "insert":
-            b[i:i] = bytes([byte])
-        else:
-            b = bytearray(blob)
+        b = mutate(good, pos, byte, op, blob)
         with contextlib.suppress(PrivflError):
             if target == "server":
                 server.receive(0, bytes(b))
