@@ -115,29 +115,29 @@ class InMemoryTransport:
         Raises:
             ProtocolAbortError: The protocol cannot finish (too few survivors).
         """
-        outcome = RoundOutcome(result=_EMPTY)
+        dropped: dict[ClientId, str] = {}
+        counts = [0, 0]  # bytes up, bytes down
         requests = server.step(())
         stage = 0
         while not isinstance(requests, SumResult):
             if stage >= _MAX_STAGES:
                 raise ProtocolAbortError(
                     f"round {server.round_id}: more than {_MAX_STAGES} stages.")
-            self._exchange(server, clients, contributions, requests, stage, outcome)
+            self._exchange(server, clients, contributions, requests, stage, dropped, counts)
             requests = server.step(())
             stage += 1
-        outcome.result = requests
-        outcome.stages = stage
-        return outcome
+        return RoundOutcome(result=requests, dropped=dropped, bytes_up=counts[0],
+                            bytes_down=counts[1], stages=stage)
 
     def _exchange(self, server: ServerSession, clients: Mapping[ClientId, ClientSession],
                   contributions: Mapping[ClientId, Contribution | None],
-                  requests: Mapping[ClientId, bytes], stage: int, outcome: RoundOutcome) -> None:
-        dropped = outcome.dropped
+                  requests: Mapping[ClientId, bytes], stage: int, dropped: dict[ClientId, str],
+                  counts: list[int]) -> None:
         for cid in sorted(requests):
             if cid in dropped:
                 continue
             request = requests[cid]
-            outcome.bytes_down += len(request)
+            counts[1] += len(request)
             session = clients.get(cid)
             if session is None:
                 dropped[cid] = f"stage {stage}: no such client session"
@@ -153,11 +153,9 @@ class InMemoryTransport:
             except (MalformedMessageError, ProtocolViolationError) as exc:
                 dropped[cid] = f"stage {stage}: client rejected the request: {exc}"
                 continue
-            outcome.bytes_up += len(reply)
+            counts[0] += len(reply)
             try:
                 server.receive(cid, reply)
             except (MalformedMessageError, ProtocolViolationError) as exc:
                 dropped[cid] = f"stage {stage}: reply rejected: {exc}"
 
-
-_EMPTY = SumResult(weighted_sum=np.zeros(0), total_weight=0.0, contributors=())

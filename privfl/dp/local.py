@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 import statistics
 import time
 import warnings
@@ -88,6 +89,7 @@ def check_model(model: nn.Module) -> None:
             "FedAvg driver with the fixed model.")
 
 
+@functools.cache
 def _secure_optimizer(base: type) -> type:
     """A DPOptimizer subclass whose noise comes from the ChaCha20 CSPRNG."""
 
@@ -138,6 +140,7 @@ class DPSGDClientUpdate:
     secure_mode: bool = False
     device: str | None = None
     _wrapped: _Wrapped | None = field(default=None, init=False, repr=False)
+    _csprng: SecureRandom = field(default_factory=SecureRandom, init=False, repr=False)
     probe_seconds: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -238,7 +241,7 @@ class DPSGDClientUpdate:
             if not p.requires_grad:
                 continue
             if self.secure_mode and std > 0:
-                z = torch.from_numpy(SecureRandom().normal(p.numel(), std)).to(p)
+                z = torch.from_numpy(self._csprng.normal(p.numel(), std)).to(p)
             else:
                 z = torch.normal(0.0, std, p.shape, device=p.device, generator=generator)
             p.grad = (z / expected_batch).view_as(p).to(p.dtype)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import struct
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import numpy.typing as npt
 from privfl.errors import DecryptionError, MalformedMessageError
 from privfl.he.keys import shm_path
 
-__all__ = ["Chunks", "SealCodec"]
+__all__ = ["SealCodec"]
 
 _HDR = struct.Struct("<HBBBBHQ")  # SEALHeader: magic, size, major, minor, compr, reserved, total
 _MAGIC = 0xA15E
@@ -45,15 +44,6 @@ _PREFIX_LEN = _META.size + _DYN_HDR
 
 def _remove(path: str) -> None:
     Path(path).unlink(missing_ok=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Chunks:
-    """A parsed ciphertext vector: shared prefix, residues and per-chunk seeds (or c₁)."""
-
-    prefix: bytes
-    residues: npt.NDArray[np.uint64]  # (chunks, polys, N)
-    seeds: tuple[bytes, ...]
 
 
 class SealCodec:

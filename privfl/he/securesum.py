@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -349,8 +348,6 @@ class CKKSSecureSum:
                 f"the given keys are for {self.keys.params}, but the spec needs {params}.")
         keys = self.keys or ClientKeys.generate(params)
         self.params = params
-        if not math.isfinite(params.max_abs_sum):  # pragma: no cover - guarded by derive
-            raise ConfigurationError("invalid parameters")
         return _Process(spec, params, keys, self.workers)
 
     def trust_assumption(self) -> TrustAssumption:
