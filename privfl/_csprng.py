@@ -1,8 +1,14 @@
 """A cryptographically secure random source: ChaCha20 keyed with 256 bits from the OS (internal).
 
-Used wherever randomness protects privacy or secrecy in production (DP noise, masks, shares):
-the keystream of ChaCha20 (RFC 8439, from ``cryptography``) is indistinguishable from uniform
-bytes without the key. Simulations pass a seeded ``numpy.random.Generator`` instead.
+Used wherever randomness protects privacy or secrecy in production (DP noise, masks, shares,
+and the subsampling that privacy amplification relies on: which clients take part in a round,
+which examples are in a DP-SGD batch): the keystream of ChaCha20 (RFC 8439, from
+``cryptography``) is indistinguishable from uniform bytes without the key, and the key never
+leaves the process. Simulations pass a seeded ``numpy.random.Generator`` instead; anyone who
+knows its seed can replay every draw, so a guarantee that rests on it holds only against parties
+who do not. :class:`SecureRandom` offers the few ``Generator`` methods privfl draws from
+(:meth:`~SecureRandom.random`, :meth:`~SecureRandom.choice`, :meth:`~SecureRandom.integers`),
+so either can be passed where a :data:`RandomSource` is expected.
 
 Gaussian samples use the Box–Muller transform on 53-bit uniforms in (0, 1). A continuous
 Gaussian sampled in floating point is open to the floating-point attack of Mironov (CCS 2012);
@@ -13,12 +19,25 @@ Holohan & Braghin (arXiv 2107.10138, §5.1), the mitigation Opacus uses in ``sec
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-__all__ = ["SecureRandom"]
+__all__ = ["RandomSource", "SecureRandom"]
+
+
+class RandomSource(Protocol):
+    """What privfl draws from: a seeded ``numpy.random.Generator`` or a :class:`SecureRandom`."""
+
+    def random(self, size: int) -> npt.NDArray[np.float64]:
+        """``size`` uniforms in [0, 1)."""
+        ...
+
+    def choice(self, a: int, size: int, replace: bool = True) -> npt.NDArray[np.int64]:
+        """``size`` draws from ``range(a)``."""
+        ...
 
 
 class SecureRandom:
@@ -47,6 +66,35 @@ class SecureRandom:
     def uniform(self, size: int) -> npt.NDArray[np.float64]:
         """``size`` uniforms in the open interval (0, 1), 53 bits each."""
         return ((self.uint64(size) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+    def random(self, size: int) -> npt.NDArray[np.float64]:
+        """``size`` uniforms in [0, 1) on the 2⁻⁵³ grid (``Generator.random``'s contract)."""
+        return (self.uint64(size) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+    def integers(self, high: int) -> int:
+        """One uniform integer in [0, high), without modulo bias (rejection sampling)."""
+        if high < 1:
+            raise ValueError("`high` must be >= 1.")
+        bits = max(1, (high - 1).bit_length())
+        while True:
+            v = int.from_bytes(self.bytes((bits + 7) // 8), "little") & ((1 << bits) - 1)
+            if v < high:
+                return v
+
+    def choice(self, a: int, size: int, replace: bool = True) -> npt.NDArray[np.int64]:
+        """``size`` uniform draws from ``range(a)``.
+
+        Without replacement: a uniform subset in random order (partial Fisher–Yates shuffle).
+        """
+        if replace:
+            return np.array([self.integers(a) for _ in range(size)], dtype=np.int64)
+        if size > a:
+            raise ValueError("cannot take more elements than there are without replacement")
+        pool = np.arange(a, dtype=np.int64)
+        for i in range(size):
+            j = i + self.integers(a - i)
+            pool[i], pool[j] = pool[j], pool[i]
+        return pool[:size].copy()
 
     def normal(self, size: int, std: float = 1.0, *,
                mitigate: bool = True) -> npt.NDArray[np.float64]:

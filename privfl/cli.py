@@ -42,7 +42,8 @@ _HELP: dict[str, str] = {
     "server_opt": "server optimizer on the averaged delta (Reddi et al. 2021)",
     "server_lr": "server learning rate (0 = default: 1.0 for fedavg, 0.01 for adaptive ones)",
     "server_momentum": "server momentum for --server-opt fedavg (FedAvgM)",
-    "weighting": "weight client deltas by number of examples or uniformly",
+    "weighting": "weight client deltas by number of examples or uniformly; auto is uniform "
+                 "under client-level DP (which refuses example weights) and examples otherwise",
     "secure": "secure-sum mechanism: plain (server sees updates), ckks (CKKS encryption, "
               "compact), ckks-standard (CKKS with NVFlare's TenSEAL set-up), secagg / secagg+ "
               "(pairwise masking, complete or sparse graph), multiserver (2-server sharing)",
@@ -64,7 +65,11 @@ _HELP: dict[str, str] = {
     "clipped_count_stddev": "adaptive clipping: noise std of the unclipped count (0 = 0.05 x "
                             "expected clients per round)",
     "accountant": "accountant that certifies epsilon (RDP is always reported alongside)",
-    "secure_noise": "draw DP noise from a CSPRNG instead of the seeded simulation generator",
+    "secure_randomness": "draw every privacy-relevant random choice (DP noise, client "
+                         "sampling, DP-SGD batches) from the OS-seeded ChaCha20 CSPRNG; "
+                         "--no-secure-randomness uses the seeded simulation generators: "
+                         "reproducible, but the report then states no guarantee (the noise "
+                         "can be regenerated from the seed)",
     "seed": "seed for data split, sampling, initialisation and batch order",
     "out": "parent directory of run directories",
     "name": "run directory name (default: timestamp-dataset-secure)",
@@ -87,7 +92,8 @@ def _run_parser(sub: Any) -> argparse.ArgumentParser:
         default = f.default
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _HELP[f.name]}
         if isinstance(default, bool):
-            kw["action"] = "store_true"
+            kw["action"] = argparse.BooleanOptionalAction
+            kw["help"] += f" (default: {'on' if default else 'off'})"
         elif isinstance(default, enum.Enum):
             kw["choices"] = [m.value for m in type(default)]
             kw["help"] += f" (default: {default.value})"

@@ -12,6 +12,7 @@ Configuration errors also derive from :class:`ValueError` so that callers who al
 from __future__ import annotations
 
 __all__ = [
+    "BoundViolationError",
     "BudgetExceededError",
     "ClientRefusedError",
     "ConfigurationError",
@@ -70,6 +71,15 @@ class ClientRefusedError(PrivflError):
 
 class NonFiniteUpdateError(ClientRefusedError):
     """A client update contains NaN or Inf; the client refuses to send it."""
+
+
+class BoundViolationError(ClientRefusedError):
+    """A client value or weight lies outside the bounds its secure sum was sized for.
+
+    The client refuses to send it: a value past the bound could wrap a ring sum or a CKKS
+    modulus and silently corrupt every other client's contribution. The round goes on without
+    this client.
+    """
 
 
 class EncodingOverflowError(PrivflError):

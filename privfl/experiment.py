@@ -33,6 +33,7 @@ __all__ = [
     "SamplingName",
     "SecureName",
     "ServerOptName",
+    "WeightingChoice",
     "run_experiment",
 ]
 
@@ -67,6 +68,18 @@ class ModelChoice(enum.Enum):
     MLP = "mlp"
     CNN = "cnn"
     LOGREG = "logreg"
+
+
+class WeightingChoice(enum.Enum):
+    """Client weights; ``AUTO`` is uniform under client-level DP and by examples otherwise.
+
+    Client-level DP refuses example weights: nₖ / maxⱼ nⱼ depends on the largest client's data
+    size, which is part of the protected unit.
+    """
+
+    AUTO = "auto"
+    EXAMPLES = "examples"
+    UNIFORM = "uniform"
 
 
 class DPMode(enum.Enum):
@@ -116,7 +129,7 @@ class RunConfig:
     server_opt: ServerOptName = ServerOptName.FEDAVG
     server_lr: float = 0.0
     server_momentum: float = 0.0
-    weighting: Weighting = Weighting.EXAMPLES
+    weighting: WeightingChoice = WeightingChoice.AUTO
     secure: SecureName = SecureName.PLAIN
     update_bound: float = 1.0
     dropout_rate: float = 0.0
@@ -129,7 +142,7 @@ class RunConfig:
     grad_sample_mode: str = "auto"
     clipped_count_stddev: float = 0.0
     accountant: Accountant = Accountant.PLD
-    secure_noise: bool = False
+    secure_randomness: bool = True
     seed: int = 0
     out: str = "runs"
     name: str = ""
@@ -172,10 +185,28 @@ class RunConfig:
             raise ConfigurationError(
                 f"`--dp {self.dp.value}` needs a target: give `epsilon` (σ is calibrated so the "
                 "run ends at it) or `noise_multiplier`. Found neither.")
+        if self.client_level_dp and self.weighting is WeightingChoice.EXAMPLES:
+            raise ConfigurationError(
+                f"`--dp {self.dp.value}` is client-level DP and needs uniform client weights: "
+                "example weights n_k / max_j n_j depend on the largest client's data size, which "
+                "is part of the protected unit. Found `weighting` = 'examples'. Tip: "
+                "`--weighting uniform` (or leave it at 'auto').")
         if self.dp is DPMode.OFF and (self.epsilon or self.noise_multiplier):
             raise ConfigurationError(
                 "`epsilon`/`noise_multiplier` were given but `dp` is 'off'. Tip: add "
                 "`--dp local|central|adaptive`.")
+
+    @property
+    def client_level_dp(self) -> bool:
+        """Whether the DP mode protects whole clients (central, adaptive, distributed)."""
+        return self.dp in (DPMode.CENTRAL, DPMode.ADAPTIVE, DPMode.DISTRIBUTED)
+
+    @property
+    def resolved_weighting(self) -> Weighting:
+        """The weighting ``AUTO`` stands for: uniform under client-level DP, else examples."""
+        if self.weighting is WeightingChoice.AUTO:
+            return Weighting.UNIFORM if self.client_level_dp else Weighting.EXAMPLES
+        return Weighting(self.weighting.value)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -305,7 +336,7 @@ def _build(cfg: RunConfig) -> Any:
                             "effect).")
     return FedAvg(model=model, data=data, client_update=dp.client_update,
                   config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
-                                      weighting=cfg.weighting),
+                                      weighting=cfg.resolved_weighting),
                   server_optimizer=server_opt, secure_sum=secure_sum,
                   transport=InMemoryTransport(dropout), hooks=hooks), dp
 

@@ -45,7 +45,7 @@ class DPPlan:
     notes: list[str] = field(default_factory=list)
 
     def report(self, trust: TrustAssumption, history: History | None = None) -> PrivacyReport:
-        """The privacy report of the run so far."""
+        """The privacy report of the run so far, with what each ε covers (its scope)."""
         notes = list(self.notes)
         if history is not None and history.stopped_early:
             notes.append(f"The run stopped early: {history.stopped_early}")
@@ -53,8 +53,11 @@ class DPPlan:
             notes.insert(0, "No differential privacy was applied.")
             return PrivacyReport(delta=math.nan, accountant="none", units=[],
                                  trust_assumptions=[_trust_dict(trust)], notes=notes)
+        withheld = list(history.withheld) if history is not None else []
+        scopes = [c.scope(withheld) for c in (self.client_update, self.hooks)
+                  if hasattr(c, "scope")]
         return PrivacyReport.from_ledger(self.ledger, trust_assumptions=[_trust_dict(trust)],
-                                         notes=notes)
+                                         notes=notes, scopes=scopes)
 
 
 def _trust_dict(t: TrustAssumption) -> dict[str, str]:
@@ -72,7 +75,7 @@ def local_dp_sgd(*, rounds: int, steps: int, sample_rate: float, learning_rate: 
                  delta: float, target_epsilon: float | None = None,
                  noise_multiplier: float | None = None, clip_norm: float = 1.0,
                  accountant: Accountant = Accountant.PLD, grad_sample_mode: Any = None,
-                 secure_mode: bool = False) -> DPPlan:
+                 secure_mode: bool = True) -> DPPlan:
     """Example-level DP-SGD on every client.
 
     With ``target_epsilon``, σ is the smallest value for which ``rounds × steps`` DP-SGD steps at
@@ -101,8 +104,8 @@ def local_dp_sgd(*, rounds: int, steps: int, sample_rate: float, learning_rate: 
         steps=steps, learning_rate=learning_rate, ledger=ledger, secure_mode=secure_mode,
         grad_sample_mode=grad_sample_mode or GradSampleMode.AUTO)
     notes.append("Example-level DP: each client has its own ledger; ε is never summed "
-                 "across clients. The guarantee holds against the server and anyone who sees "
-                 "the client's updates or the models.")
+                 "across clients. It covers everything a client sends and everything computed "
+                 "from it; the exact training losses are not released (see the scope below).")
     return DPPlan(client_update=update, ledger=ledger, notes=notes)
 
 
@@ -160,9 +163,10 @@ def dp_fedavg(*, client_update: ClientUpdate, sampler: ClientSampler, num_client
     hooks = CentralDP(noise_multiplier=noise_multiplier, clipping=clipping, ledger=ledger,
                       rng=rng)
     notes.append("Client-level DP: the unit is one client's whole data set. The server is "
-                 "trusted to add the noise; the guarantee covers the released models. The "
-                 "average uses a fixed denominator (expected total weight), so it does not "
-                 "depend on how many clients took part.")
+                 "trusted to add the noise and to keep each round's sample secret; the guarantee "
+                 "covers the released models. The average uses a fixed denominator (expected "
+                 "number of clients), so it does not depend on how many took part; client "
+                 "weights are uniform.")
     return DPPlan(client_update=client_update, hooks=hooks, ledger=ledger, notes=notes)
 
 
@@ -178,22 +182,24 @@ def distributed_dp(*, client_update: ClientUpdate, secure_sum: Any, sampler: Cli
     """
     import dp_accounting
 
-    from privfl.dp.distributed import DistributedDP, plan_ddg
+    from privfl.dp.distributed import DistributedDP, min_shares_for, plan_ddg
 
     expected = sampler.inclusion_probability(num_clients) * num_clients
-    min_shares = max(1, math.ceil(min_clients_fraction * expected))
+    max_clients = sampler.max_clients(num_clients)
+    min_shares = min_shares_for(min_clients_fraction, expected, max_clients)
     precision = secure_sum.precision
-    notes = [f"Distributed DP: each client adds a discrete Gaussian share; accounting assumes at "
-             f"least {min_shares} of {expected:g} expected shares per round and charges each "
-             "round for the shares that actually arrived (dropouts remove noise). No "
-             "amplification by client sampling is claimed. Accountant: RDP (zCDP events).",
-             "The server only ever sees masked inputs (or shares) and the noised sum."]
+    notes = [f"Distributed DP: each client adds a discrete Gaussian share. The sum is released "
+             f"only if at least {min_shares} of {expected:g} expected shares arrived (a protocol "
+             "threshold: the secure sum aborts before revealing anything otherwise); each round "
+             "is charged for the shares that arrived, and the budget guard charges the worst "
+             "case first, so dropouts can never push ε past the budget. No amplification by "
+             "client sampling is claimed. Accountant: RDP (zCDP events)."]
 
     def eps_of(z: float) -> float:
-        plan = plan_ddg(noise_multiplier=z, length=dim, max_clients=num_clients,
+        plan = plan_ddg(noise_multiplier=z, length=dim, max_clients=max_clients,
                         expected_clients=expected, precision=precision)
-        ev = dp_accounting.SelfComposedDpEvent(dp_accounting.ZCDpEvent(plan.rho(min_shares)),
-                                               rounds)
+        ev = dp_accounting.SelfComposedDpEvent(
+            dp_accounting.ZCDpEvent(plan.worst_rho(min_shares)), rounds)
         from privfl.accounting.accountant import NeighboringRelation
 
         return epsilon(ev, delta=delta, accountant=Accountant.RDP,
@@ -227,12 +233,15 @@ def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients
         from privfl.dp.local import GradSampleMode
 
         steps = cfg.local_steps or max(1, round(cfg.local_epochs / cfg.dp_sample_rate))
-        return local_dp_sgd(rounds=cfg.rounds, steps=steps, sample_rate=cfg.dp_sample_rate,
+        local = local_dp_sgd(rounds=cfg.rounds, steps=steps, sample_rate=cfg.dp_sample_rate,
                             learning_rate=cfg.lr, delta=cfg.delta, target_epsilon=target,
                             noise_multiplier=sigma, clip_norm=cfg.clip_norm or 1.0,
                             accountant=acc, grad_sample_mode=GradSampleMode(cfg.grad_sample_mode),
-                            secure_mode=cfg.secure_noise)
-    rng = None if cfg.secure_noise else np.random.default_rng(cfg.seed + 11)
+                            secure_mode=cfg.secure_randomness)
+        local.notes.append("DP-SGD batches and noise came from the OS-seeded ChaCha20 CSPRNG."
+                           if cfg.secure_randomness else _SEEDED_NOTE)
+        return local
+    rng = None if cfg.secure_randomness else np.random.default_rng(cfg.seed + 11)
     if cfg.dp is DPMode.DISTRIBUTED:
         if not hasattr(secure_sum, "precision"):
             raise ConfigurationError(
@@ -242,9 +251,8 @@ def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients
                               num_clients=num_clients, dim=dim, rounds=cfg.rounds,
                               delta=cfg.delta, target_epsilon=target, noise_multiplier=sigma,
                               clip_norm=cfg.clip_norm or 1.0, rng=rng)
-        plan.notes.append("Noise shares came from a ChaCha20 CSPRNG." if rng is None else
-                          "Noise shares came from seeded simulation generators (reproducible, "
-                          "not for production: use --secure-noise).")
+        plan.notes.append("Noise shares and client sampling came from the OS-seeded ChaCha20 "
+                          "CSPRNG." if rng is None else _SEEDED_NOTE)
         return plan
     plan = dp_fedavg(client_update=update, sampler=sampler, num_clients=num_clients,
                      rounds=cfg.rounds, delta=cfg.delta, target_epsilon=target,
@@ -252,7 +260,12 @@ def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients
                      adaptive=cfg.dp is DPMode.ADAPTIVE,
                      clipped_count_stddev=cfg.clipped_count_stddev or None, accountant=acc,
                      rng=rng)
-    plan.notes.append("Central noise came from a ChaCha20 CSPRNG." if rng is None else
-                      "Central noise came from a seeded simulation generator (reproducible, "
-                      "not for production: use --secure-noise).")
+    plan.notes.append("Central noise and client sampling came from the OS-seeded ChaCha20 "
+                      "CSPRNG." if rng is None else _SEEDED_NOTE)
     return plan
+
+
+_SEEDED_NOTE = ("NO GUARANTEE: --no-secure-randomness drew the noise and the sampling (clients, "
+                "DP-SGD batches) from seeded simulation generators. Anyone who knows the seed "
+                "(in config.toml) can regenerate the noise and subtract it from the released "
+                "models; the ε stated here holds only against parties who do not know the seed.")

@@ -167,7 +167,7 @@ def test_distributed_dp_cli(secure: str, tmp_path: Path,
     report = json.loads((tmp_path / "r" / "privacy_report.json").read_text())
     (unit,) = report["units"]
     assert unit["neighboring_relation"] == "replace_with_zero" and unit["epsilon"] <= 8
-    assert any("noised sum" in n for n in report["notes"])
+    assert any("noised sum" in c for sc in report["scopes"] for c in sc["covers"])
     assert main(["run", "--dp", "distributed", "--epsilon", "8", "--quiet",
                  "--out", str(tmp_path)]) == 2
     assert "ring secure sum" in capsys.readouterr().err

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     )
     from privfl.accounting.calibrate import calibrate_noise_multiplier, calibrate_to
     from privfl.accounting.ledger import Budget, LedgerEntry, PrivacyLedger, PrivacyUnit, UnitKind
-    from privfl.accounting.report import PrivacyReport, UnitReport
+    from privfl.accounting.report import PrivacyReport, Scope, UnitReport
 
 __all__ = [
     "Accountant",
@@ -26,6 +26,7 @@ __all__ = [
     "PrivacyLedger",
     "PrivacyReport",
     "PrivacyUnit",
+    "Scope",
     "UnitKind",
     "UnitReport",
     "calibrate_noise_multiplier",
@@ -49,6 +50,7 @@ _EXPORTS = {
     "PrivacyUnit": "privfl.accounting.ledger",
     "UnitKind": "privfl.accounting.ledger",
     "PrivacyReport": "privfl.accounting.report",
+    "Scope": "privfl.accounting.report",
     "UnitReport": "privfl.accounting.report",
 }
 

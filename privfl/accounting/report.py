@@ -21,7 +21,7 @@ from privfl.accounting.calibrate import COARSE_PLD_INTERVAL
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit, UnitKind
 from privfl.errors import UnsupportedEventError
 
-__all__ = ["PrivacyReport", "UnitReport"]
+__all__ = ["PrivacyReport", "Scope", "UnitReport"]
 
 _MAX_PLD_POINTS = 8
 
@@ -55,6 +55,42 @@ class UnitReport:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Scope:
+    """Exactly what one kind of unit's ε is about, and what it takes for granted.
+
+    Attributes:
+        unit_kind: ``"example"`` or ``"client"``.
+        mechanism: The mechanism whose guarantee this is.
+        covers: The outputs the ε bounds (and, by post-processing, anything computed from them).
+        withheld: Outputs the run did not release because no ledger accounts for them.
+        assumed_public: What the analysis treats as known to the adversary.
+        not_covered: Side channels and parties the guarantee says nothing about.
+        randomness: Where the mechanism's random draws came from.
+        guarantee_holds: ``False`` when the draws came from a seeded simulation generator:
+            anyone who knows the seed can replay them, so no guarantee is claimed.
+    """
+
+    unit_kind: str
+    mechanism: str
+    covers: list[str]
+    withheld: list[str]
+    assumed_public: list[str]
+    not_covered: list[str]
+    randomness: str
+    guarantee_holds: bool
+
+    def markdown(self) -> list[str]:
+        """Bullet lines for the report."""
+        out = [f"**What this ε covers** ({self.mechanism}):", ""]
+        out += [f"- covers: {c}" for c in self.covers]
+        out += [f"- withheld from the run directory: {w}" for w in self.withheld]
+        out += [f"- assumed public: {a}" for a in self.assumed_public]
+        out += [f"- not covered: {n}" for n in self.not_covered]
+        out += [f"- randomness: {self.randomness}", ""]
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
 class PrivacyReport:
     """Everything a run can claim about privacy."""
 
@@ -63,16 +99,18 @@ class PrivacyReport:
     units: list[UnitReport]
     trust_assumptions: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    scopes: list[Scope] = field(default_factory=list)
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
     def from_ledger(cls, ledger: PrivacyLedger, *,
                     trust_assumptions: Sequence[Mapping[str, str]] = (),
-                    notes: Sequence[str] = ()) -> PrivacyReport:
+                    notes: Sequence[str] = (), scopes: Sequence[Scope] = ()) -> PrivacyReport:
         """Summarise ``ledger`` (computes ε per unit and per round)."""
         units = [cls._unit(ledger, u) for u in ledger.units]
         return cls(delta=ledger.delta, accountant=ledger.accountant.name, units=units,
-                   trust_assumptions=[dict(t) for t in trust_assumptions], notes=list(notes))
+                   trust_assumptions=[dict(t) for t in trust_assumptions], notes=list(notes),
+                   scopes=list(scopes))
 
     @staticmethod
     def _safe(ledger: PrivacyLedger, unit: PrivacyUnit, acc: Accountant,
@@ -143,7 +181,8 @@ class PrivacyReport:
         units = [UnitReport(**{k: unclean(v) for k, v in u.items()}) for u in raw["units"]]
         return cls(delta=raw["delta"], accountant=raw["accountant"], units=units,
                    trust_assumptions=list(raw.get("trust_assumptions", [])),
-                   notes=list(raw.get("notes", [])))
+                   notes=list(raw.get("notes", [])),
+                   scopes=[Scope(**sc) for sc in raw.get("scopes", [])])
 
     @classmethod
     def load(cls, path: str | Path) -> PrivacyReport:
@@ -169,11 +208,20 @@ class PrivacyReport:
         if not self.units:
             lines += ["**No differential privacy**: no mechanism released a DP event. The model "
                       "and the updates carry no formal privacy guarantee.", ""]
+        for sc in self.scopes:
+            if not sc.guarantee_holds:
+                lines += [f"**NO GUARANTEE ({sc.mechanism})**: its random draws came from a "
+                          "seeded simulation generator; anyone who knows the seed (it is in "
+                          "config.toml) can replay the noise and the sampling. The ε below "
+                          "holds only against parties who do not know the seed.", ""]
+        scopes = {sc.unit_kind: sc for sc in self.scopes}
         clients = [u for u in self.units if u.kind == UnitKind.CLIENT.value]
         examples = [u for u in self.units if u.kind == UnitKind.EXAMPLE.value]
         for u in clients:
             lines += ["## Client-level DP (one client's whole data set)", ""]
             lines += self._unit_md(u)
+            if UnitKind.CLIENT.value in scopes:
+                lines += scopes[UnitKind.CLIENT.value].markdown()
         if examples:
             lines += ["## Example-level DP inside each client (one training example)", ""]
             eps = [u.epsilon for u in examples if u.epsilon is not None]
@@ -190,6 +238,8 @@ class PrivacyReport:
             worst = self.worst(UnitKind.EXAMPLE)
             if worst is not None:
                 lines += self._unit_md(worst, header=False)
+            if UnitKind.EXAMPLE.value in scopes:
+                lines += scopes[UnitKind.EXAMPLE.value].markdown()
         lines += ["## Who sees what (confidentiality layer)", ""]
         for t in self.trust_assumptions:
             lines += [f"- **{t['mechanism']}** — {t['statement']} Server sees: "

@@ -8,7 +8,7 @@ without it, :class:`CoordinateClip` clips every coordinate of a delta to [−b, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +33,7 @@ class CoordinateClip:
 
     def setup(self, spec: ValueSpec, info: FederationInfo) -> ValueSpec:
         """Declare ‖x‖∞ ≤ bound."""
-        return ValueSpec(length=spec.length, max_clients=spec.max_clients,
-                         linf_bound=self.bound, max_weight=spec.max_weight, dtype=spec.dtype)
+        return replace(spec, l2_bound=None, linf_bound=self.bound)
 
     def before_round(self, round_id: int, selected: list[ClientId]) -> None:
         """Nothing to check."""
@@ -47,7 +46,7 @@ class CoordinateClip:
         return np.clip(delta, -self.bound, self.bound).astype(np.float32)
 
     def after_sum(self, round_id: int, result: SumResult,
-                  record: RoundRecord) -> npt.NDArray[np.float64]:
-        """The weighted mean; records how many coordinates were clipped this round."""
+                  record: RoundRecord) -> npt.NDArray[np.float64] | None:
+        """The weighted mean (``None`` for an empty round); records the clipped coordinates."""
         record.extra["clipped_coordinates"] = float(self._clipped)
-        return result.mean()
+        return result.mean() if result.contributors else None

@@ -11,10 +11,14 @@ One round r:
 
 The driver knows nothing of the privacy layers: they plug in as a client update (DP-SGD), as a
 secure sum, or as :class:`RoundHooks` around the aggregation (clipping, central noise, budgets).
+Privacy components also declare a :class:`~privfl.core.release.ReleasePolicy`: the driver then
+draws client sampling from the CSPRNG and keeps out of the :class:`History` what their ledgers
+do not account for (exact training losses, participant lists).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,10 +28,12 @@ import numpy as np
 import numpy.typing as npt
 from torch import nn
 
+from privfl._csprng import RandomSource, SecureRandom
 from privfl._validation import require_int
 from privfl.core.client import ClientResult, ClientUpdate, evaluate
 from privfl.core.history import History, RoundRecord
 from privfl.core.params import ParamSpec
+from privfl.core.release import merge_policies, redact
 from privfl.core.sampling import ClientSampler
 from privfl.core.securesum import PlainSecureSum, SecureSum
 from privfl.core.server_opt import FedAvgServer, ServerOptimizer
@@ -50,6 +56,9 @@ class FedAvgConfig:
         weighting: Weight clients by their number of examples or uniformly.
         seed: Seed of the simulation randomness (sampling, batch order).
         eval_every: Evaluate the global model every this many rounds (and after the last).
+        secure_sampling: Draw client sampling from the OS-seeded CSPRNG even when no privacy
+            component asks for it (client-level DP asks: a sample replayable from ``seed``
+            voids amplification by sampling).
     """
 
     rounds: int
@@ -57,6 +66,7 @@ class FedAvgConfig:
     weighting: Weighting = Weighting.EXAMPLES
     seed: int = 0
     eval_every: int = 1
+    secure_sampling: bool = False
 
     def __post_init__(self) -> None:
         require_int("rounds", self.rounds, minimum=1)
@@ -103,11 +113,12 @@ class RoundHooks(RoundGuard, Protocol):
         ...
 
     def after_sum(self, round_id: int, result: SumResult,
-                  record: RoundRecord) -> npt.NDArray[np.float64]:
+                  record: RoundRecord) -> npt.NDArray[np.float64] | None:
         """Turn the secure-sum result into the averaged delta (for example add noise).
 
         Called with an empty result (no contributors) for a round in which no client was
-        sampled, so that a DP release still happens as the accounting assumes.
+        sampled, so that a DP release still happens as the accounting assumes; a hook that
+        has nothing to release then returns ``None`` and the model stays unchanged.
         """
         ...
 
@@ -152,6 +163,9 @@ class FedAvg:
         self.value_spec = vspec
         self._process = self.secure_sum.create(vspec)
         self._rng = np.random.default_rng(self.config.seed)
+        self.release_policy = merge_policies([self.hooks, self.client_update])
+        secure = self.release_policy.secure_sampling or self.config.secure_sampling
+        self._sampling_rng: RandomSource = SecureRandom() if secure else self._rng
 
     def run(self, *, on_round: Callable[[RoundRecord], None] | None = None) -> History:
         """Run all rounds and return the :class:`History`.
@@ -162,12 +176,13 @@ class FedAvg:
         """
         from privfl.errors import BudgetExceededError
 
-        history = History()
+        history = History(withheld=[w.reason for w in sorted(self.release_policy.withheld,
+                                                             key=lambda w: w.value)])
         self.spec.load_into(self.model, self.params)
         history.initial_loss, history.initial_accuracy = evaluate(self.model, self.data.test)
         population = list(range(self.data.num_clients))
         for r in range(1, self.config.rounds + 1):
-            selected = self.config.sampler.sample(population, self._rng)
+            selected = self.config.sampler.sample(population, self._sampling_rng)
             try:
                 for guard in (self.hooks, self.client_update):
                     if isinstance(guard, RoundGuard):
@@ -182,21 +197,36 @@ class FedAvg:
         return history
 
     def run_round(self, round_id: int, selected: list[ClientId]) -> RoundRecord:
-        """One round over ``selected``; returns its record (the model is updated in place)."""
+        """One round over ``selected``; returns its record (the model is updated in place).
+
+        The record is redacted as the release policy demands before it is returned.
+        """
         t0 = time.perf_counter()
         record = RoundRecord(round_id=round_id, selected=list(selected))
-        if not selected:
-            record.aborted = "no client was sampled"
-            if self.hooks is not None:  # a DP release happens even for an empty sample
+        self._round(record, round_id, selected, t0)
+        self._evaluate(record, round_id, t0)
+        redact(record, self.release_policy)
+        return record
+
+    def _round(self, record: RoundRecord, round_id: int, selected: list[ClientId],
+               t0: float) -> None:
+        needed = self.value_spec.min_clients
+        if len(selected) < needed:
+            avg = None
+            if not selected and self.hooks is not None:  # a DP release despite an empty sample
                 empty = SumResult(weighted_sum=np.zeros(self.value_spec.length),
                                   total_weight=0.0, contributors=())
                 avg = self.hooks.after_sum(round_id, empty, record)
+            if avg is None:
+                record.aborted = ("no client was sampled" if not selected else
+                                  f"{len(selected)} clients were sampled; the sum is released "
+                                  f"only with at least {needed}")
+            else:
                 self.params = self.server_optimizer.step(self.params, avg)
-                record.aborted += " (noise-only DP release applied)"
-            self._evaluate(record, round_id, t0)
-            return record
+            return
         results = {c: self._train_client(c, round_id) for c in selected}
-        record.train_loss = float(np.mean([res.train_loss for res in results.values()]))
+        losses = [res.train_loss for res in results.values() if math.isfinite(res.train_loss)]
+        record.train_loss = float(np.mean(losses)) if losses else math.nan
         t1 = time.perf_counter()
         contributions = self._contributions(round_id, results)
         server = self._process.new_round(round_id, selected)
@@ -211,15 +241,14 @@ class FedAvg:
             record.contributors = list(outcome.result.contributors)
             record.bytes_up, record.bytes_down = outcome.bytes_up, outcome.bytes_down
             record.bytes_down += 4 * self.spec.dim * len(selected)  # model broadcast
-            if self.hooks is not None:
-                avg = self.hooks.after_sum(round_id, outcome.result, record)
+            avg = (outcome.result.mean() if self.hooks is None
+                   else self.hooks.after_sum(round_id, outcome.result, record))
+            if avg is None:
+                record.aborted = "the aggregation released nothing this round"
             else:
-                avg = outcome.result.mean()
-            self.params = self.server_optimizer.step(self.params, avg)
+                self.params = self.server_optimizer.step(self.params, avg)
         record.seconds["train"] = t1 - t0
         record.seconds["aggregate"] = time.perf_counter() - t1
-        self._evaluate(record, round_id, t0)
-        return record
 
     def _train_client(self, client: ClientId, round_id: int) -> ClientResult:
         return self.client_update.train(self.model, self.spec, self.params,

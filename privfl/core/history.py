@@ -62,6 +62,8 @@ class History:
     initial_accuracy: float = math.nan
     initial_loss: float = math.nan
     stopped_early: str | None = None
+    withheld: list[str] = field(default_factory=list)
+    """Outputs the privacy layers did not allow into this record, each with the reason."""
 
     def append(self, record: RoundRecord) -> None:
         """Add one round."""
@@ -81,6 +83,7 @@ class History:
             "initial_accuracy": self.initial_accuracy,
             "initial_loss": self.initial_loss,
             "stopped_early": self.stopped_early,
+            "withheld": list(self.withheld),
             "rounds": [asdict(r) for r in self.rounds],
         })
         return out
@@ -104,4 +107,5 @@ class History:
                 r[key] = num(r[key])
             rounds.append(RoundRecord(**r))
         return cls(rounds=rounds, initial_accuracy=num(raw["initial_accuracy"]),
-                   initial_loss=num(raw["initial_loss"]), stopped_early=raw["stopped_early"])
+                   initial_loss=num(raw["initial_loss"]), stopped_early=raw["stopped_early"],
+                   withheld=list(raw.get("withheld", [])))

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
+from privfl._csprng import RandomSource
 from privfl._validation import require_int, require_probability
 from privfl.core.spec import ClientId
 from privfl.errors import ConfigurationError
@@ -24,7 +23,7 @@ __all__ = ["ClientSampler", "FixedSizeSampling", "PoissonSampling"]
 class ClientSampler(Protocol):
     """Chooses the participants of a round."""
 
-    def sample(self, population: Sequence[ClientId], rng: np.random.Generator) -> list[ClientId]:
+    def sample(self, population: Sequence[ClientId], rng: RandomSource) -> list[ClientId]:
         """Return the sorted list of clients selected for one round."""
         ...
 
@@ -46,7 +45,7 @@ class PoissonSampling:
     def __post_init__(self) -> None:
         require_probability("sample_rate", self.sample_rate)
 
-    def sample(self, population: Sequence[ClientId], rng: np.random.Generator) -> list[ClientId]:
+    def sample(self, population: Sequence[ClientId], rng: RandomSource) -> list[ClientId]:
         """Bernoulli(q) per client."""
         mask = rng.random(len(population)) < self.sample_rate
         return sorted(c for c, m in zip(population, mask, strict=True) if m)
@@ -75,7 +74,7 @@ class FixedSizeSampling:
                 f"`clients_per_round` must be <= the number of clients ({n}). "
                 f"Found {self.clients_per_round}.")
 
-    def sample(self, population: Sequence[ClientId], rng: np.random.Generator) -> list[ClientId]:
+    def sample(self, population: Sequence[ClientId], rng: RandomSource) -> list[ClientId]:
         """K distinct clients."""
         self._check(len(population))
         idx = rng.choice(len(population), size=self.clients_per_round, replace=False)

@@ -26,7 +26,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from privfl.core import wire
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec
+from privfl.core.spec import (
+    MAX_CLIENT_ID,
+    ClientId,
+    Contribution,
+    SumResult,
+    ValueSpec,
+    check_min_clients,
+)
 from privfl.errors import (
     ConfigurationError,
     MalformedMessageError,
@@ -136,11 +143,17 @@ def check_round_clients(round_id: int, clients: Sequence[ClientId], spec: ValueS
     """Validate a round id and a client list for ``new_round`` (shared by the mechanisms)."""
     if isinstance(round_id, bool) or not isinstance(round_id, int) or not 0 <= round_id < 2**32:
         raise ConfigurationError(f"`round_id` must be an int in [0, 2**32). Found {round_id!r}.")
-    ids = [int(c) for c in clients]
+    ids = list(clients)
     if not ids:
         raise ProtocolAbortError(f"round {round_id}: no clients selected.")
-    if len(set(ids)) != len(ids) or min(ids) < 0:
-        raise ConfigurationError(f"`clients` must be distinct non-negative ids. Found {ids!r}.")
+    bad = [c for c in ids if isinstance(c, bool) or not isinstance(c, (int, np.integer))
+           or not 0 <= c <= MAX_CLIENT_ID]
+    if bad:
+        raise ConfigurationError(
+            f"client ids must be integers in [0, 2**32) (they travel as u32). Found {bad[:5]!r}.")
+    ids = [int(c) for c in ids]
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError(f"`clients` must be distinct ids. Found {ids!r}.")
     if len(ids) > spec.max_clients:
         raise ConfigurationError(
             f"round {round_id}: {len(ids)} clients exceed `max_clients`={spec.max_clients}.")
@@ -199,6 +212,7 @@ class _PlainServer:
             raise ProtocolAbortError(
                 f"round {self.round_id}: 0 of {len(self._expected)} clients survived; "
                 "the plain sum needs at least 1.")
+        check_min_clients(len(self._received), self.spec, f"round {self.round_id}")
         return SumResult(weighted_sum=self._sum, total_weight=self._weight,
                          contributors=tuple(sorted(self._received)))
 

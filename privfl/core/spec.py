@@ -10,17 +10,46 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
 
-from privfl._validation import require_int, require_positive, require_real
-from privfl.errors import ConfigurationError, NonFiniteUpdateError, ShapeMismatchError
+from privfl._validation import require_int, require_positive
+from privfl.errors import (
+    BoundViolationError,
+    ConfigurationError,
+    NonFiniteUpdateError,
+    ProtocolAbortError,
+    ShapeMismatchError,
+)
 
-__all__ = ["ClientId", "Contribution", "SumResult", "ValueSpec", "weighted_input"]
+__all__ = [
+    "BOUND_SLACK",
+    "MAX_CLIENT_ID",
+    "ClientId",
+    "Contribution",
+    "SumResult",
+    "ValueSpec",
+    "check_min_clients",
+    "check_total_weight",
+    "weighted_input",
+]
 
 ClientId = int
-"""Clients are identified by non-negative integers, unique in a federation."""
+"""Clients are identified by non-negative integers below 2³², unique in a federation."""
+
+#: Largest client id: ids travel as unsigned 32-bit integers in the wire format.
+MAX_CLIENT_ID = 2**32 - 1
+
+#: Relative tolerance of the bound checks in :meth:`ValueSpec.check_value` (float32 rounding of a
+#: clipped update can land a hair above its bound). Every encoding is sized for the bound *times*
+#: ``1 + BOUND_SLACK`` (:meth:`ValueSpec.input_bound`), so a value that passes the check fits.
+BOUND_SLACK = 1e-6
+
+#: Relative widening of :meth:`ValueSpec.input_bound` for float64 rounding (of w·x, and of the
+#: norm that the check computes).
+_PRODUCT_SLACK = Fraction(1, 2**30)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +64,10 @@ class ValueSpec:
         linf_bound: Bound on ‖x‖∞ of each client value; defaults to ``l2_bound`` (‖x‖∞ ≤ ‖x‖₂).
         max_weight: Largest per-client weight w; clients send w·x and w.
         dtype: ``"float32"`` (4 bytes per coordinate on the plain wire) or ``"float64"``.
+        min_clients: The sum is released only if at least this many clients contributed;
+            with fewer the round aborts *before* anything about the sum is revealed. Distributed
+            DP sets it to the noise-share count its accounting assumes, so that dropouts can
+            never lower the noise below what was charged.
     """
 
     length: int
@@ -43,10 +76,13 @@ class ValueSpec:
     linf_bound: float | None = None
     max_weight: float = 1.0
     dtype: str = "float32"
+    min_clients: int = 1
 
     def __post_init__(self) -> None:
         require_int("length", self.length, minimum=1)
         require_int("max_clients", self.max_clients, minimum=1)
+        require_int("min_clients", self.min_clients, minimum=1, maximum=self.max_clients,
+                    tip="it cannot exceed `max_clients`.")
         if self.l2_bound is not None:
             require_positive("l2_bound", self.l2_bound)
         if self.linf_bound is not None:
@@ -68,32 +104,50 @@ class ValueSpec:
         b = self.coordinate_bound
         return None if b is None else self.max_clients * self.max_weight * b
 
+    def input_bound(self) -> Fraction | None:
+        """An exact bound on every slot of x' = (w·x, w) for a value that passes the checks.
+
+        max_weight · max(coordinate_bound · (1 + BOUND_SLACK), 1), widened by 2⁻³⁰ for the
+        float64 rounding of w·x and of the norm; ``None`` without a bound. Encodings size
+        themselves from this exact rational, never from a rounded float, so that no accepted
+        input can wrap a sum.
+        """
+        b = self.coordinate_bound
+        if b is None:
+            return None
+        coord = Fraction(b) * (1 + Fraction(BOUND_SLACK))
+        return Fraction(self.max_weight) * max(coord, Fraction(1)) * (1 + _PRODUCT_SLACK)
+
     def check_value(self, value: npt.NDArray[np.floating], weight: float) -> None:
         """Validate one client's value and weight against this spec (client side).
 
         Raises:
             ShapeMismatchError: Wrong shape.
             NonFiniteUpdateError: NaN or Inf in ``value``.
-            ConfigurationError: Weight out of (0, max_weight] or a bound is violated.
+            BoundViolationError: Weight outside (0, max_weight], or a norm bound violated by
+                more than ``BOUND_SLACK``: the client refuses and the round goes on without it.
         """
         if value.ndim != 1 or value.shape[0] != self.length:
             raise ShapeMismatchError(
                 f"client value must have shape ({self.length},). Found {value.shape}.")
         if not np.isfinite(value).all():
             raise NonFiniteUpdateError("client value contains NaN or Inf; refusing to send it.")
-        require_real("weight", weight, low=0.0, high=self.max_weight, low_open=True,
-                     tip="weights are normalised to (0, max_weight] by the driver.")
-        slack = 1.0 + 1e-6
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                or not 0.0 < float(weight) <= self.max_weight):
+            raise BoundViolationError(
+                f"client weight must be in (0, max_weight={self.max_weight}]. Found {weight!r}. "
+                "Tip: weights are normalised to (0, max_weight] by the driver.")
+        slack = 1.0 + BOUND_SLACK
         if self.l2_bound is not None:
             norm = float(np.linalg.norm(value.astype(np.float64)))
             if norm > self.l2_bound * slack:
-                raise ConfigurationError(
+                raise BoundViolationError(
                     f"client value L2 norm must be <= l2_bound={self.l2_bound}. Found {norm}. "
                     "Tip: clip updates before the secure sum.")
         if self.linf_bound is not None:
             m = float(np.max(np.abs(value)))
             if m > self.linf_bound * slack:
-                raise ConfigurationError(
+                raise BoundViolationError(
                     f"client value L-inf norm must be <= linf_bound={self.linf_bound}. "
                     f"Found {m}.")
 
@@ -117,6 +171,40 @@ def weighted_input(spec: ValueSpec, contribution: Contribution | None,
     out[:-1] = value.astype(np.float64) * contribution.weight
     out[-1] = contribution.weight
     return out
+
+
+def check_min_clients(contributors: int, spec: ValueSpec, where: str) -> None:
+    """Abort before a sum is revealed when fewer than ``spec.min_clients`` contributed.
+
+    Raises:
+        ProtocolAbortError: Too few contributors.
+    """
+    if contributors < spec.min_clients:
+        raise ProtocolAbortError(
+            f"{where}: {contributors} clients contributed; the sum is released only with at "
+            f"least min_clients={spec.min_clients}. Nothing about the sum was revealed.")
+
+
+def check_total_weight(weight: float, contributors: int, spec: ValueSpec, resolution: float,
+                       where: str) -> None:
+    """Abort when a decoded Σw is impossible for ``contributors`` clients of ``spec``.
+
+    Every contributor's weight lies in (0, max_weight], so Σw ∈ (0, contributors·max_weight],
+    up to ``resolution`` of rounding per client. A sum outside means the masks or shares did
+    not cancel (a corrupted key or message); releasing it would hand the optimizer garbage.
+    This is a coarse safeguard (a random sum lands in range with a probability of about
+    max_weight / (2·per-value bound)); key confirmation and authentication are the real
+    protection.
+
+    Raises:
+        ProtocolAbortError: The decoded weight is impossible.
+    """
+    slack = contributors * resolution
+    if not 0.0 < weight <= contributors * spec.max_weight * (1 + BOUND_SLACK) + slack:
+        raise ProtocolAbortError(
+            f"{where}: the decoded total weight {weight:.6g} is impossible for {contributors} "
+            f"contributors with weights in (0, {spec.max_weight:g}]: masks or shares did not "
+            "cancel (a corrupted key or message). No result is released.")
 
 
 @dataclass(frozen=True, slots=True)

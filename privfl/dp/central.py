@@ -18,18 +18,26 @@ Adaptive clipping (:class:`~privfl.dp.clipping.AdaptiveClipping`) adds one coord
 wₖ(bₖ − ½) to each client's vector, noised with σ_b on the server; the accountant is charged the
 *total* z (see :mod:`privfl.dp.clipping`).
 
-Threat model: the server is trusted to add the noise; the guarantee covers every released model
-(and anything computed from them) against any observer of the models. It does not hide
-individual updates from the server — that is the secure sum's job, and the report says what
-the chosen secure sum protects. Noise is drawn from a ChaCha20 CSPRNG with the floating-point
-attack mitigation of Holohan & Braghin unless a seeded ``numpy.random.Generator`` is passed for
-simulation.
+Weights must be uniform (wₖ = 1): FedAvg's wₖ = nₖ / maxⱼ nⱼ depends on the largest client's
+data size, which is part of the protected unit — removing that client rescales everyone else's
+weight, and the sum moves by far more than the sensitivity the noise is calibrated to. Such
+weights are refused.
+
+Threat model: the server is trusted to add the noise and to keep the round's sample secret; the
+guarantee covers every released model (and anything computed from them) against any observer of
+the models. It does not cover what the ledger never charged: the exact training losses and the
+participant lists, which the driver therefore withholds (:meth:`CentralDP.release_policy`). It
+does not hide individual updates from the server — that is the secure sum's job, and the report
+says what the chosen secure sum protects. Noise and client sampling are drawn from a ChaCha20
+CSPRNG (the noise with the floating-point attack mitigation of Holohan & Braghin) unless a
+seeded ``numpy.random.Generator`` is passed for simulation: the noise can then be regenerated
+from the seed, and the report states that there is no guarantee against anyone who knows it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,14 +47,22 @@ from privfl._csprng import SecureRandom
 from privfl._validation import require_real
 from privfl.accounting.accountant import NeighboringRelation
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit
+from privfl.accounting.report import Scope
 from privfl.core.fedavg import FederationInfo
 from privfl.core.history import RoundRecord
+from privfl.core.release import ReleasePolicy, Withheld
 from privfl.core.sampling import FixedSizeSampling, PoissonSampling
 from privfl.core.spec import ClientId, SumResult, ValueSpec
 from privfl.dp.clipping import AdaptiveClipping, FixedClipping, clip_l2, update_noise_multiplier
 from privfl.errors import ConfigurationError
 
-__all__ = ["CentralDP", "client_level_event"]
+__all__ = ["CentralDP", "client_level_event", "randomness_label"]
+
+
+def randomness_label(simulation: bool) -> str:
+    """How a mechanism's random draws were made, as the report states it."""
+    return ("seeded simulation generator: NO GUARANTEE against anyone who knows the seed"
+            if simulation else "OS-seeded ChaCha20 CSPRNG")
 
 
 def client_level_event(noise_multiplier: float, info_sampler: Any,
@@ -77,7 +93,9 @@ class CentralDP:
         clipping: :class:`FixedClipping` or :class:`AdaptiveClipping`.
         ledger: Receives one client-level event per released round; its budget is checked
             before each round.
-        rng: Seeded generator for simulation; ``None`` draws from a CSPRNG.
+        rng: Seeded generator for simulation (no guarantee against anyone who knows its seed:
+            the noise can be replayed); ``None`` draws noise and client sampling from the
+            OS-seeded CSPRNG.
     """
 
     noise_multiplier: float
@@ -110,9 +128,46 @@ class CentralDP:
             self._secure = SecureRandom()
         return self._secure.normal(size, std)
 
+    @property
+    def simulation(self) -> bool:
+        """Whether the noise comes from a seeded generator (no guarantee; see ``rng``)."""
+        return self.rng is not None
+
+    def release_policy(self) -> ReleasePolicy:
+        """Withhold losses and participation; sample clients from the CSPRNG (unless seeded)."""
+        return ReleasePolicy(withheld=frozenset({Withheld.TRAIN_LOSS, Withheld.PARTICIPATION}),
+                             secure_sampling=not self.simulation)
+
+    def scope(self, withheld: list[str]) -> Scope:
+        """What the client-level ε covers (``withheld``: what the run did not release)."""
+        return Scope(
+            unit_kind="client", mechanism=self.mechanism,
+            covers=["the global model after every round and everything computed from it: test "
+                    "metrics, the adaptive clip norm, this report"],
+            withheld=list(withheld),
+            assumed_public=["the population size N, the sampling scheme and rate, the number "
+                            "of rounds", "the clip norm (fixed) or its initial value and update "
+                            "rule (adaptive)", "the server's test set"],
+            not_covered=["what the server itself sees: each round's sample, and the individual "
+                         "updates unless the secure sum hides them (the server is trusted with "
+                         "both and to add the noise)", "wall-clock timing and traffic of a round "
+                         "(they grow with the number of participants)"],
+            randomness=randomness_label(self.simulation), guarantee_holds=not self.simulation)
+
     # --- RoundHooks ---------------------------------------------------------------------------
     def setup(self, spec: ValueSpec, info: FederationInfo) -> ValueSpec:
-        """Derive the event, the estimator's denominator and the bounded value spec."""
+        """Derive the event, the estimator's denominator and the bounded value spec.
+
+        Raises:
+            ConfigurationError: Non-uniform client weights (see the module docstring).
+        """
+        if not np.all(info.weights == 1.0):
+            raise ConfigurationError(
+                "client-level DP needs uniform client weights: a weight n_k / max_j n_j depends "
+                "on the largest client's data size, which is part of the protected unit, so "
+                "removing one client moves the sum by more than the clip norm. Found weights "
+                f"in [{float(np.min(info.weights)):g}, {float(np.max(info.weights)):g}]. "
+                "Tip: Weighting.UNIFORM (`--weighting uniform`).")
         q = info.sampler.inclusion_probability(info.num_clients)
         self._d = spec.length
         self._denominator = q * float(np.sum(info.weights))
@@ -126,9 +181,8 @@ class CentralDP:
             self._count_std = self.clipping.count_stddev(q * info.num_clients)
             self._z_update = update_noise_multiplier(self.noise_multiplier, self._count_std)
         extra = 1 if self.adaptive else 0
-        return ValueSpec(length=spec.length + extra, max_clients=spec.max_clients,
-                         l2_bound=math.sqrt(1.0 + 0.25 * extra), linf_bound=1.0,
-                         max_weight=spec.max_weight, dtype=spec.dtype)
+        return replace(spec, length=spec.length + extra, l2_bound=math.sqrt(1.0 + 0.25 * extra),
+                       linf_bound=1.0)
 
     @property
     def unit(self) -> PrivacyUnit:
@@ -175,7 +229,8 @@ class CentralDP:
 
     def _params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"noise_multiplier": self.noise_multiplier,
-                             "expected_weight_denominator": round(self._denominator, 6)}
+                             "expected_weight_denominator": round(self._denominator, 6),
+                             "randomness": randomness_label(self.simulation)}
         if isinstance(self.clipping, AdaptiveClipping):
             p.update(update_noise_multiplier=round(self._z_update, 6),
                      clipped_count_stddev=self._count_std,

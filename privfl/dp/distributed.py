@@ -17,8 +17,12 @@ N_Z(0, σ²) shares satisfies ½ε²-zCDP (Kairouz, Liu & Steinke 2021) with
 i.e. ρ = ε²/2 per round, recorded as ``ZCDpEvent(ρ)`` and composed with RDP. As σ grows, τ → 0
 and ρ → Δ²/(2nσ²): the continuous Gaussian mechanism with noise multiplier √n·σ/Δ (tested).
 The number n of shares in a round is the number of clients whose input reached the sum:
-**dropouts remove noise**, and each round is charged for the shares that actually arrived.
-No amplification by client sampling is claimed.
+**dropouts remove noise**. The budget therefore cannot be guarded after the fact: the minimum
+share count m is a *protocol threshold* (``ValueSpec.min_clients``), so every secure sum aborts
+before revealing anything when fewer than m inputs arrived; the budget guard charges the worst
+case ρ_max = max_{m ≤ n ≤ N} ρ(n) before each round, and the round is then recorded with the
+ρ(n) of the shares that really arrived (never more than ρ_max). The reported ε can therefore
+never exceed the budget. No amplification by client sampling is claimed.
 
 Sampler. Discrete Gaussians come from the rejection sampler of Canonne, Kamath & Steinke
 (NeurIPS 2020, Algorithm 3): a discrete Laplace proposal Y = G₁ − G₂ (geometric with
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,13 +46,17 @@ from privfl._csprng import SecureRandom
 from privfl._validation import require_positive, require_probability
 from privfl.accounting.accountant import NeighboringRelation
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit
+from privfl.accounting.report import Scope
 from privfl.core.fedavg import FederationInfo
 from privfl.core.history import RoundRecord
+from privfl.core.release import ReleasePolicy, Withheld
 from privfl.core.spec import ClientId, SumResult, ValueSpec
+from privfl.dp.central import randomness_label
 from privfl.dp.clipping import clip_l2
-from privfl.errors import ConfigurationError
+from privfl.errors import ConfigurationError, ProtocolAbortError
 
-__all__ = ["DDGPlan", "DistributedDP", "ddg_rho", "discrete_gaussian", "plan_ddg"]
+__all__ = ["DDGPlan", "DistributedDP", "ddg_rho", "discrete_gaussian", "min_shares_for",
+           "plan_ddg"]
 
 _TAIL = 12.0
 
@@ -75,15 +83,29 @@ def discrete_gaussian(sigma: float, size: int,
     return out
 
 
+def _rho_range(l2_sensitivity: float, sigma: float, low: int, high: int,
+               dim: int) -> npt.NDArray[np.float64]:
+    """ρ(n) for n = low..high shares (one cumulative sum for every τ)."""
+    ks = np.arange(1, high, dtype=np.float64)
+    terms = np.exp(-2 * math.pi**2 * sigma**2 * ks / (ks + 1))
+    tau = 10.0 * np.concatenate([[0.0], np.cumsum(terms)])[low - 1 : high]
+    n = np.arange(low, high + 1, dtype=np.float64)
+    a = np.sqrt(l2_sensitivity**2 / (n * sigma**2) + 0.5 * tau * dim)
+    b = l2_sensitivity / (np.sqrt(n) * sigma) + tau * math.sqrt(dim)
+    out: npt.NDArray[np.float64] = 0.5 * np.minimum(a, b) ** 2
+    return out
+
+
 def ddg_rho(*, l2_sensitivity: float, sigma: float, shares: int, dim: int) -> float:
     """ρ (zCDP) of the sum of ``shares`` N_Z(0, σ²) noise vectors (Kairouz et al. 2021)."""
     if shares < 1:
         raise ConfigurationError(f"`shares` must be >= 1. Found {shares}.")
-    ks = np.arange(1, shares, dtype=np.float64)
-    tau = float(10.0 * np.sum(np.exp(-2 * math.pi**2 * sigma**2 * ks / (ks + 1))))
-    a = math.sqrt(l2_sensitivity**2 / (shares * sigma**2) + 0.5 * tau * dim)
-    b = l2_sensitivity / (math.sqrt(shares) * sigma) + tau * math.sqrt(dim)
-    return 0.5 * min(a, b) ** 2
+    return float(_rho_range(l2_sensitivity, sigma, shares, shares, dim)[0])
+
+
+def min_shares_for(fraction: float, expected_clients: float, max_clients: int) -> int:
+    """The protocol threshold m = ⌈fraction · expected clients⌉, at least 1, at most N."""
+    return min(max_clients, max(1, math.ceil(fraction * expected_clients)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +121,15 @@ class DDGPlan:
         """ZCDP ρ of one round in which ``shares`` noise shares reached the sum."""
         return ddg_rho(l2_sensitivity=self.sensitivity, sigma=self.sigma, shares=shares,
                        dim=self.spec.length + 1)
+
+    def worst_rho(self, min_shares: int) -> float:
+        """Max of ρ(n) over every share count the protocol can release: min_shares..N."""
+        high = self.spec.max_clients
+        if not 1 <= min_shares <= high:
+            raise ConfigurationError(
+                f"`min_shares` must be in [1, {high}] (max clients). Found {min_shares}.")
+        return float(np.max(_rho_range(self.sensitivity, self.sigma, min_shares, high,
+                                       self.spec.length + 1)))
 
 
 def plan_ddg(*, noise_multiplier: float, length: int, max_clients: int,
@@ -122,9 +153,13 @@ class DistributedDP:
         clip_norm: C > 0, per-client L2 clip of the delta.
         ledger: Receives one client-level ``ZCDpEvent`` per round (RDP accountant).
         secure_sum: The ring secure sum (its ``precision`` fixes the ring's scale).
-        min_clients_fraction: The budget guard assumes at least this fraction of the expected
-            clients contribute; a round with fewer is still charged what it really cost.
-        rng: Seeded generator for simulation; ``None`` draws from a CSPRNG.
+        min_clients_fraction: A round's sum is released only if at least this fraction of
+            the expected clients contributed noise shares (a protocol threshold: the secure sum
+            aborts before revealing anything otherwise). It defends against dropouts — or a
+            server that drops honest clients on purpose — shrinking the noise below what the
+            accountant assumed.
+        rng: Seeded generator for simulation (no guarantee against anyone who knows its seed);
+            ``None`` draws from the OS-seeded CSPRNG.
     """
 
     noise_multiplier: float
@@ -146,6 +181,37 @@ class DistributedDP:
 
     mechanism = "distributed discrete Gaussian (DDGauss) under secure aggregation"
 
+    @property
+    def simulation(self) -> bool:
+        """Whether the noise shares come from a seeded generator (no guarantee)."""
+        return self.rng is not None
+
+    def release_policy(self) -> ReleasePolicy:
+        """Withhold losses and participation; sample clients from the CSPRNG (unless seeded)."""
+        return ReleasePolicy(withheld=frozenset({Withheld.TRAIN_LOSS, Withheld.PARTICIPATION}),
+                             secure_sampling=not self.simulation)
+
+    def scope(self, withheld: list[str]) -> Scope:
+        """What the client-level ε covers (``withheld``: what the run did not release)."""
+        return Scope(
+            unit_kind="client", mechanism=self.mechanism,
+            covers=["the noised sum each round's secure sum releases — all the server learns "
+                    "about the updates — and everything computed from it: the global models, "
+                    "test metrics, this report"],
+            withheld=list(withheld),
+            assumed_public=["how many noise shares reached each round's sum (it sets that "
+                            "round's ρ)", "the population size N, the expected clients per "
+                            "round, the rounds, the clip norm"],
+            not_covered=["colluding clients that subtract their own noise shares (each share "
+                         "is calibrated for all expected clients)", "wall-clock timing and "
+                         "traffic of a round"],
+            randomness=randomness_label(self.simulation), guarantee_holds=not self.simulation)
+
+    @property
+    def min_shares(self) -> int:
+        """The protocol threshold m (available after ``setup``)."""
+        return self._min_shares
+
     def _uniform(self, size: int) -> npt.NDArray[np.float64]:
         if self.rng is not None:
             u: npt.NDArray[np.float64] = 1.0 - self.rng.random(size)  # (0, 1]
@@ -161,15 +227,18 @@ class DistributedDP:
                                      "would scale the noise share). Tip: Weighting.UNIFORM.")
         self._d = spec.length
         self._expected = info.sampler.inclusion_probability(info.num_clients) * info.num_clients
-        self._min_shares = max(1, math.ceil(self.min_clients_fraction * self._expected))
+        self._min_shares = min_shares_for(self.min_clients_fraction, self._expected,
+                                          spec.max_clients)
         self._plan = plan_ddg(noise_multiplier=self.noise_multiplier, length=spec.length,
                               max_clients=spec.max_clients, expected_clients=self._expected,
                               precision=self.secure_sum.precision)
         self._scale, self._sigma = self._plan.scale, self._plan.sigma
         self._unit = PrivacyUnit.client_level(NeighboringRelation.REPLACE_WITH_ZERO)
-        self._planned = self._event(self._min_shares)
+        import dp_accounting
+
+        self._planned = dp_accounting.ZCDpEvent(self._plan.worst_rho(self._min_shares))
         self.ledger.require_supported(self._unit, self._planned)
-        return self._plan.spec
+        return replace(self._plan.spec, min_clients=self._min_shares)
 
     def _event(self, shares: int) -> Any:
         import dp_accounting
@@ -182,7 +251,7 @@ class DistributedDP:
         return self._unit
 
     def before_round(self, round_id: int, selected: list[ClientId]) -> None:
-        """Refuse the round if, with the fewest shares planned for, it would exceed the budget."""
+        """Refuse the round if its worst case (any releasable share count) exceeds the budget."""
         self.ledger.check(self._unit, self._planned)
 
     def client_value(self, round_id: int, client: ClientId,
@@ -194,20 +263,32 @@ class DistributedDP:
         return out  # float64: x·2^f + z stays exact when the ring rounds it
 
     def after_sum(self, round_id: int, result: SumResult,
-                  record: RoundRecord) -> npt.NDArray[np.float64]:
-        """Charge the shares that arrived; return the fixed-denominator average."""
+                  record: RoundRecord) -> npt.NDArray[np.float64] | None:
+        """Charge the shares that arrived; return the fixed-denominator average.
+
+        Returns ``None`` (nothing released) for a round without contributors.
+
+        Raises:
+            ProtocolAbortError: Fewer shares than the protocol threshold reached the sum (the
+                secure sum should have aborted; the result is not used).
+        """
         shares = len(result.contributors)
-        record.extra["noise_shares"] = float(shares)
         if shares == 0:
-            return np.zeros(self._d)
-        event = self._event(shares)
-        self.ledger.record(self._unit, event, round_id=round_id, mechanism=self.mechanism,
-                           already_released=True, params={
+            return None
+        if shares < self._min_shares:
+            raise ProtocolAbortError(
+                f"round {round_id}: the secure sum released {shares} noise shares, below the "
+                f"threshold {self._min_shares}; the result is discarded.")
+        record.extra["noise_shares"] = float(shares)
+        self.ledger.record(self._unit, self._event(shares), round_id=round_id,
+                           mechanism=self.mechanism, already_released=True, params={
                                "noise_multiplier": self.noise_multiplier,
                                "clip_norm": self.clip_norm, "noise_shares": shares,
+                               "min_shares": self._min_shares,
                                "expected_shares": round(self._expected, 3),
                                "local_sigma_ring_units": round(self._sigma, 3),
-                               "ring_frac_bits": int(math.log2(self._scale))})
+                               "ring_frac_bits": int(math.log2(self._scale)),
+                               "randomness": randomness_label(self.simulation)})
         record.extra["noise_std_on_average"] = (self.clip_norm * self._sigma / self._scale
                                                 * math.sqrt(shares) / self._expected)
         out: npt.NDArray[np.float64] = self.clip_norm * result.weighted_sum / self._expected

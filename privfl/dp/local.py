@@ -18,11 +18,18 @@ that each mode computes the same clipped gradient as ``hooks``) and keeps the fa
 private copy of the model is wrapped once for the whole federation.
 
 Threat model: the guarantee holds against anyone who sees the client's updates — the server
-included — for each client separately; it says nothing about the client-level unit (a client's
-whole data set), which needs client-level DP (:mod:`privfl.dp.central`).
+included — and everything computed from them (the global models), for each client separately;
+it says nothing about the client-level unit (a client's whole data set), which needs client-level
+DP (:mod:`privfl.dp.central`). It covers only what the ledger charges: the exact training loss
+on the private batches is *not* released (``ClientResult.train_loss`` is NaN, and the driver
+withholds losses, :meth:`DPSGDClientUpdate.release_policy`) — one example changes it with
+certainty. The client's data-set size nₖ is assumed public (it sets the expected batch q·nₖ).
 
-``secure_mode=True`` draws the noise from a ChaCha20 CSPRNG with the floating-point attack
-mitigation of Holohan & Braghin (arXiv 2107.10138), instead of torch's Mersenne Twister.
+``secure_mode=True`` (the default) draws every privacy-relevant random choice from a ChaCha20
+CSPRNG keyed by the OS: the Poisson batch membership that the amplification by sampling relies
+on, and the noise, with the floating-point attack mitigation of Holohan & Braghin (arXiv
+2107.10138), instead of torch's Mersenne Twister. ``secure_mode=False`` draws both from the
+seeded simulation generators: reproducible, and no guarantee against anyone who knows the seed.
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ from privfl._csprng import SecureRandom
 from privfl._validation import require_int, require_positive, require_probability, require_real
 from privfl.accounting.accountant import dpsgd_event
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit
+from privfl.accounting.report import Scope
 from privfl.core.client import ClientResult
 from privfl.core.params import ParamSpec
+from privfl.core.release import ReleasePolicy, Withheld
 from privfl.core.spec import ClientId
 from privfl.data.dataset import ArrayDataset
 from privfl.errors import ConfigurationError
@@ -126,7 +135,9 @@ class DPSGDClientUpdate:
         ledger: Where each client's example-level events are recorded; if it has a budget for
             ``UnitKind.EXAMPLE``, a round that would exceed it for a selected client is refused.
         grad_sample_mode: Opacus mode, or ``AUTO`` (measured, see module docstring).
-        secure_mode: Draw the noise from a CSPRNG (slower).
+        secure_mode: Draw batches and noise from the OS-seeded CSPRNG (default). ``False`` uses
+            the seeded simulation generators: reproducible, but anyone who knows the seed can
+            replay the noise and the batches, so the guarantee does not hold against them.
         device: ``"cuda"``/``"cpu"``; ``None`` uses CUDA when available.
     """
 
@@ -137,7 +148,7 @@ class DPSGDClientUpdate:
     learning_rate: float
     ledger: PrivacyLedger | None = None
     grad_sample_mode: GradSampleMode = GradSampleMode.AUTO
-    secure_mode: bool = False
+    secure_mode: bool = True
     device: str | None = None
     _wrapped: _Wrapped | None = field(default=None, init=False, repr=False)
     _csprng: SecureRandom = field(default_factory=SecureRandom, init=False, repr=False)
@@ -156,6 +167,30 @@ class DPSGDClientUpdate:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     # --- accounting -----------------------------------------------------------------------
+    def release_policy(self) -> ReleasePolicy:
+        """The exact training loss is withheld; client sampling does not matter here."""
+        return ReleasePolicy(withheld=frozenset({Withheld.TRAIN_LOSS}))
+
+    def scope(self, withheld: list[str]) -> Scope:
+        """What the example-level ε covers (``withheld``: what the run did not release)."""
+        return Scope(
+            unit_kind="example", mechanism="DP-SGD (Opacus)",
+            covers=["every message the client sends (its model delta, through any secure sum) "
+                    "and everything computed from them: the global models, their test metrics, "
+                    "this report"],
+            withheld=list(withheld),
+            assumed_public=["each client's data-set size n_k (it sets the expected batch q·n_k "
+                            "and, with example weighting, the FedAvg weight)",
+                            "which clients trained in which round (client sampling is not part "
+                            "of an example-level guarantee)",
+                            "the hyper-parameters: q, σ, C, local steps, rounds"],
+            not_covered=["the client's whole data set (a client-level unit needs client-level "
+                         "DP)", "wall-clock timing of local training (it grows with the Poisson "
+                         "batch sizes)"],
+            randomness="OS-seeded ChaCha20 CSPRNG (batches and noise)" if self.secure_mode else
+            "seeded simulation generators: NO GUARANTEE against anyone who knows the seed",
+            guarantee_holds=self.secure_mode)
+
     def round_event(self) -> Any:
         """The DP event one client incurs per round."""
         return dpsgd_event(sample_rate=self.sample_rate, noise_multiplier=self.noise_multiplier,
@@ -297,7 +332,10 @@ class DPSGDClientUpdate:
     def train(self, model: nn.Module, spec: ParamSpec, global_params: npt.NDArray[np.float32],
               data: ArrayDataset, rng: np.random.Generator, client_id: int,
               round_id: int = 0) -> ClientResult:
-        """Run ``steps`` DP-SGD steps from ``global_params`` and charge the client's ledger."""
+        """Run ``steps`` DP-SGD steps from ``global_params`` and charge the client's ledger.
+
+        The result carries the delta only; its ``train_loss`` is NaN (not released).
+        """
         w = self._ensure_wrapped(model, data)
         spec.load_into(w.base, global_params)  # the account is untouched by a reload
         w.module.train()
@@ -308,14 +346,14 @@ class DPSGDClientUpdate:
         opt = self._optimizer(w, expected, self.noise_multiplier, generator)
         x_all = torch.from_numpy(data.x).to(self.device)
         y_all = torch.from_numpy(data.y).to(self.device)
-        losses = []
+        batches = self._csprng if self.secure_mode else rng
         for _ in range(self.steps):
-            idx = np.flatnonzero(rng.random(n) < self.sample_rate)
+            idx = np.flatnonzero(batches.random(n) < self.sample_rate)
             if len(idx) == 0:
                 self._noise_only_step(w, opt, expected, generator)
                 continue
             t = torch.from_numpy(idx).to(self.device)
-            losses.append(self._step(w, opt, x_all[t], y_all[t]))
+            self._step(w, opt, x_all[t], y_all[t])
         if self.ledger is not None:
             self.ledger.record(PrivacyUnit.example(client_id), self.round_event(),
                                round_id=round_id, mechanism="DP-SGD (Opacus)", params={
@@ -328,6 +366,6 @@ class DPSGDClientUpdate:
         local = spec.to_vector({k: v.detach().cpu() for k, v in w.base.state_dict().items()}) \
             if all(bool(torch.isfinite(p).all()) for p in w.base.parameters()) \
             else np.full(spec.dim, np.nan, np.float32)
+        # The loss on private batches is not released: no ledger accounts for it.
         return ClientResult(delta=local - global_params, num_examples=n,
-                            train_loss=float(np.mean(losses)) if losses else float("nan"),
-                            steps=self.steps)
+                            train_loss=float("nan"), steps=self.steps)

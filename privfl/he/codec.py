@@ -1,9 +1,17 @@
-"""Vectors ⇄ compact CKKS ciphertext bytes (COMPACT backend, through ``tenseal.sealapi``).
+"""Integer coefficient vectors ⇄ compact CKKS ciphertext bytes (COMPACT, via ``tenseal.sealapi``).
 
-Encoding: a float vector is cut into chunks of N values; each chunk becomes N/2 complex slots
-zₖ = xₖ + i·x_{k+N/2} (complex packing), is encoded at scale Δ and encrypted **symmetrically with
-a seed**: SEAL's serializable ciphertext stores c₀ and the 64-byte seed from which the uniform
-c₁ is regenerated, instead of c₁ itself.
+Encoding: a vector of integer coefficients mᵢ (already reduced mod q₀, see :mod:`.exact`) is cut
+into chunks of N and each chunk is the plaintext polynomial Σ mᵢ·Xⁱ itself — no canonical
+embedding, so nothing is approximated. A chunk is encrypted **symmetrically with a seed**:
+SEAL's serializable encryption of zero gives c₀ = −(a·s + e) and a 64-byte seed from which the
+uniform c₁ = a is regenerated; the codec adds NTT(m) to c₀ (SEAL keeps CKKS ciphertexts in the
+NTT domain). Decryption is SEAL's (c₀ + c₁·s = m + e in the NTT domain) followed by the inverse
+NTT, which yields the integer coefficients m + e exactly.
+
+NTTs are SEAL's own: up to 15 polynomials are written as the components of one ciphertext in
+coefficient form (plus a component of ones, so that SEAL never sees a "transparent" ciphertext),
+transformed with ``Evaluator.transform_to_ntt_inplace`` / ``transform_from_ntt_inplace`` and
+read back. No key is involved.
 
 Wire layout (inside a privfl wire message): the SEAL ciphertext stream is parsed and split into
 
@@ -40,6 +48,8 @@ _MAGIC = 0xA15E
 _META = struct.Struct("<4QBQQQdQ")  # parms_id, is_ntt, size, N, L, scale, correction factor
 _DYN_HDR = 16 + 8  # DynArray: SEALHeader + count
 _PREFIX_LEN = _META.size + _DYN_HDR
+_PT_HEAD = struct.Struct("<4QQd")  # Plaintext: parms_id, coeff_count, scale
+_NTT_BATCH = 15  # SEAL ciphertexts have at most 16 components; one is the ones row
 
 
 def _remove(path: str) -> None:
@@ -47,9 +57,13 @@ def _remove(path: str) -> None:
 
 
 class SealCodec:
-    """Encrypts, packs, validates, sums and decrypts for one parameter set (and maybe a key)."""
+    """Encrypts, packs, validates, sums and decrypts for one parameter set.
 
-    def __init__(self, sctx: Any, params: Any, secret_key: Any | None = None) -> None:
+    Holds no key: the client side passes the round's secret key to :meth:`encrypt` and
+    :meth:`decrypt`; the server side never has one.
+    """
+
+    def __init__(self, sctx: Any, params: Any) -> None:
         import tenseal.sealapi as sa
         import zstandard
 
@@ -63,10 +77,9 @@ class SealCodec:
         self._zd = zstandard.ZstdDecompressor()
         self._path = shm_path("ct")
         self._finalizer = weakref.finalize(self, _remove, str(self._path))
-        self._encoder = sa.CKKSEncoder(sctx)
         self._evaluator = sa.Evaluator(sctx)
-        self._encryptor = sa.Encryptor(sctx, secret_key) if secret_key is not None else None
-        self._decryptor = sa.Decryptor(sctx, secret_key) if secret_key is not None else None
+        self._zero = sa.Plaintext()
+        sa.CKKSEncoder(sctx).encode([0.0] * (self.n // 2), self.scale, self._zero)
         # The header version SEAL writes and accepts: read it from a stream SEAL itself saved.
         sctx.key_context_data().parms().save(str(self._path))
         self._version = tuple(_HDR.unpack_from(self._path.read_bytes())[2:4])
@@ -92,6 +105,19 @@ class SealCodec:
     def _stream(self, members: bytes) -> bytes:
         major, minor = self._version
         return _HDR.pack(_MAGIC, 16, major, minor, 0, 0, 16 + len(members)) + members
+
+    def _dyn_header(self, count: int) -> bytes:
+        major, minor = self._version
+        return _HDR.pack(_MAGIC, 16, major, minor, 0, 0, _DYN_HDR + 8 * count) + \
+            struct.pack("<Q", count)
+
+    def _prefix(self, size: int, ntt: bool) -> bytes:
+        return _META.pack(*self.parms_id, int(ntt), size, self.n, 1, self.scale, 1) + \
+            self._dyn_header(size * self.n)
+
+    def _saved(self, obj: Any) -> bytes:
+        obj.save(str(self._path))
+        return self._members(self._path.read_bytes())[0]
 
     def _check_prefix(self, prefix: bytes, polys: int) -> None:
         if len(prefix) != _PREFIX_LEN:
@@ -129,49 +155,69 @@ class SealCodec:
             raise MalformedMessageError("a residue is not reduced modulo q0")
         return out
 
+    # --- NTTs (SEAL's, no key) --------------------------------------------------------------
+    def ntt(self, rows: npt.NDArray[np.uint64], *, inverse: bool = False
+            ) -> npt.NDArray[np.uint64]:
+        """The negacyclic NTT mod q₀ of each row (or its inverse), computed by SEAL."""
+        out = np.empty_like(rows)
+        ones = np.ones(self.n, "<u8").tobytes()
+        for a in range(0, len(rows), _NTT_BATCH):
+            batch = rows[a : a + _NTT_BATCH]
+            body = np.ascontiguousarray(batch, "<u8").tobytes() + ones
+            ct = self._load(self._prefix(len(batch) + 1, ntt=inverse) + body)
+            if inverse:
+                self._evaluator.transform_from_ntt_inplace(ct)
+            else:
+                self._evaluator.transform_to_ntt_inplace(ct)
+            members = self._saved(ct)
+            out[a : a + len(batch)] = np.frombuffer(
+                members, "<u8", count=len(batch) * self.n, offset=_PREFIX_LEN
+            ).reshape(len(batch), self.n)
+        return out
+
     # --- client side ------------------------------------------------------------------------
-    def encrypt(self, x: npt.NDArray[np.float64]) -> tuple[bytes, bytes, bytes, int]:
-        """Encrypt ``x`` → (prefix, packed c₀, seeds, chunks)."""
-        if self._encryptor is None:
-            raise DecryptionError("this codec holds no secret key")
-        n = self.n
-        chunks = max(1, -(-len(x) // n))
-        padded = np.zeros(chunks * n)
-        padded[: len(x)] = x
+    def encrypt(self, secret_key: Any, coeffs: npt.NDArray[np.uint64]
+                ) -> tuple[bytes, bytes, bytes, int]:
+        """Encrypt rows of N coefficients (mod q₀) → (prefix, packed c₀, seeds, chunks)."""
+        chunks, n = coeffs.shape
+        if n != self.n or chunks < 1:
+            raise ValueError("coefficients must be a (chunks, N) array")
+        encryptor = self.sa.Encryptor(self.sctx, secret_key)
+        shifted = self.ntt(coeffs)
         prefix = b""
         c0 = np.empty((chunks, n), np.uint64)
         seeds = []
-        path = str(self._path)
         for k in range(chunks):
-            v = padded[k * n : (k + 1) * n]
-            pt = self.sa.Plaintext()
-            self._encoder.encode((v[: n // 2] + 1j * v[n // 2 :]).tolist(), self.scale, pt)
-            self._encryptor.encrypt_symmetric(pt).save(path)
-            members, _ = self._members(self._path.read_bytes())
+            members = self._saved(encryptor.encrypt_symmetric(self._zero))
             prefix = members[:_PREFIX_LEN]
-            c0[k] = np.frombuffer(members, "<u8", count=n, offset=_PREFIX_LEN)
+            zero_c0 = np.frombuffer(members, "<u8", count=n, offset=_PREFIX_LEN)
+            c0[k] = zero_c0 + shifted[k]  # both < q0 < 2^60: no uint64 overflow
             seeds.append(members[_PREFIX_LEN + 8 * n :])
+        np.subtract(c0, np.uint64(self.q0), out=c0, where=c0 >= np.uint64(self.q0))
         if len({len(s) for s in seeds}) != 1:
             raise MalformedMessageError("inconsistent seed records")  # pragma: no cover
         return prefix, self._pack(c0), b"".join(seeds), chunks
 
-    def decrypt(self, prefix: bytes, packed: bytes, chunks: int, length: int
-                ) -> npt.NDArray[np.float64]:
-        """Decrypt an aggregate (full c₀, c₁ ciphertexts) to ``length`` floats."""
-        if self._decryptor is None:
-            raise DecryptionError("this codec holds no secret key")
+    def decrypt(self, secret_key: Any, prefix: bytes, packed: bytes, chunks: int
+                ) -> npt.NDArray[np.int64]:
+        """Decrypt an aggregate (full c₀, c₁ ciphertexts) to centred coefficients m + e."""
         self._check_prefix(prefix, polys=2)
         res = self.unpack(packed, (chunks, 2, self.n))
-        out = np.empty(chunks * self.n)
-        half = self.n // 2
+        decryptor = self.sa.Decryptor(self.sctx, secret_key)
+        planes = np.empty((chunks, self.n), np.uint64)
+        offset = _PT_HEAD.size + _DYN_HDR
         for k in range(chunks):
             ct = self._load(prefix + res[k].astype("<u8").tobytes())
             pt = self.sa.Plaintext()
-            self._decryptor.decrypt(ct, pt)
-            z = np.asarray(self._encoder.decode_complex(pt))
-            out[k * self.n : k * self.n + half] = z.real
-            out[k * self.n + half : (k + 1) * self.n] = z.imag
-        return out[:length]
+            try:
+                decryptor.decrypt(ct, pt)
+            except Exception as exc:
+                raise DecryptionError(f"SEAL cannot decrypt chunk {k}: {exc}") from exc
+            planes[k] = np.frombuffer(self._saved(pt), "<u8", count=self.n, offset=offset)
+        coeffs = self.ntt(planes, inverse=True).astype(np.int64)
+        half = self.q0 // 2
+        out: npt.NDArray[np.int64] = np.where(coeffs > half, coeffs - self.q0, coeffs)
+        return out.reshape(-1)
 
     # --- server side ------------------------------------------------------------------------
     def _load(self, members: bytes) -> Any:
@@ -207,10 +253,8 @@ class SealCodec:
         """(prefix, packed residues of c₀ and c₁) of the summed ciphertexts."""
         prefix = b""
         parts = []
-        path = str(self._path)
         for ct in acc:
-            ct.save(path)
-            members, _ = self._members(self._path.read_bytes())
+            members = self._saved(ct)
             prefix = members[:_PREFIX_LEN]
             parts.append(np.frombuffer(members, "<u8", count=2 * self.n, offset=_PREFIX_LEN))
         return prefix, self._pack(np.stack(parts))

@@ -1,12 +1,13 @@
 """Encrypt large vectors in worker processes (TenSEAL/SEAL hold the GIL).
 
-SEAL's encryption is a single-threaded C++ loops that hold Python's GIL, so threads
-cannot overlap them; processes can. A :class:`ChunkPool` starts ``workers`` processes once per
-client (``spawn``), gives each the secret key through its initializer — inter-process
+SEAL's encryption is a single-threaded C++ loop that holds Python's GIL, so threads cannot
+overlap them; processes can. A :class:`ChunkPool` starts ``workers`` processes once per client
+(``spawn``), gives each the shared master seed through its initializer — inter-process
 communication on the client's own machine, not a trust boundary — and splits the chunks of a
-vector into contiguous ranges. Results are byte-identical in layout to the in-process codec.
-Decryption is not parallelised: shipping the aggregate to the workers and the floats back cost
-more than the parallel decryption saved on the 2-core machines this was measured on.
+vector into contiguous ranges; each worker derives the round's key itself. Results are
+byte-identical in layout to the in-process codec. Decryption is not parallelised: shipping the
+aggregate to the workers and the coefficients back cost more than the parallel decryption saved
+on the 2-core machines this was measured on.
 """
 
 from __future__ import annotations
@@ -37,35 +38,26 @@ def default_workers() -> int:
 
 
 def _init(params: Any, secret: bytes) -> None:
-    import tenseal.sealapi as sa
-
     from privfl.he.codec import SealCodec
-    from privfl.he.keys import seal_context, shm_path
+    from privfl.he.keys import ClientKeys, seal_context
 
-    sctx = seal_context(params)
-    path = shm_path("sk")
-    try:
-        path.write_bytes(secret)
-        sk = sa.SecretKey()
-        sk.load(sctx, str(path))
-    finally:
-        path.unlink(missing_ok=True)
-    _WORKER["codec"] = SealCodec(sctx, params, sk)
+    _WORKER["keys"] = ClientKeys.from_master(params, secret[:16], secret[16:])
+    _WORKER["codec"] = SealCodec(seal_context(params), params)
 
 
-def _encrypt(x: npt.NDArray[np.float64]) -> tuple[bytes, bytes, bytes, int]:
-    result: tuple[bytes, bytes, bytes, int] = _WORKER["codec"].encrypt(x)
+def _encrypt(coeffs: npt.NDArray[np.uint64], round_id: int) -> tuple[bytes, bytes, bytes, int]:
+    key = _WORKER["keys"].round_key(round_id)
+    result: tuple[bytes, bytes, bytes, int] = _WORKER["codec"].encrypt(key, coeffs)
     return result
 
 
 class ChunkPool:
     """A pool of key-holding worker processes for one client."""
 
-    def __init__(self, params: Any, secret_key_bytes: bytes, workers: int) -> None:
+    def __init__(self, params: Any, exported_secret: bytes, workers: int) -> None:
         self.workers = workers
-        self.n = params.poly_modulus_degree
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                         initializer=_init, initargs=(params, secret_key_bytes))
+                                         initializer=_init, initargs=(params, exported_secret))
 
     def close(self) -> None:
         """Stop the workers."""
@@ -75,11 +67,11 @@ class ChunkPool:
         step = -(-chunks // self.workers)
         return [(a, min(chunks, a + step)) for a in range(0, chunks, step)]
 
-    def encrypt(self, x: npt.NDArray[np.float64]) -> tuple[bytes, bytes, bytes, int]:
+    def encrypt(self, coeffs: npt.NDArray[np.uint64], round_id: int
+                ) -> tuple[bytes, bytes, bytes, int]:
         """Same result layout as :meth:`SealCodec.encrypt`, chunks encrypted in parallel."""
-        chunks = max(1, -(-len(x) // self.n))
-        parts = [self._pool.submit(_encrypt, x[a * self.n : b * self.n])
-                 for a, b in self._ranges(chunks)]
+        parts = [self._pool.submit(_encrypt, coeffs[a:b], round_id)
+                 for a, b in self._ranges(len(coeffs))]
         results = [p.result() for p in parts]
         return (results[0][0], b"".join(r[1] for r in results), b"".join(r[2] for r in results),
                 sum(r[3] for r in results))

@@ -3,27 +3,33 @@
 Protocol (two exchanges):
 
 1. The server asks every selected client for its input. Each client pre-weights its value,
-   appends its weight as one more slot, encrypts x' = (w·x, w) under the clients' shared key
-   and uploads it. The server validates each upload (parameters fingerprint, key label, chunk
-   count, SEAL metadata, residue ranges), expands it and adds it into one running ciphertext as
-   it arrives (memory O(d)).
-2. The server sends the summed ciphertext to two surviving clients; each decrypts and returns
-   (Σ w·x, Σ w). The server accepts the result if both agree (or the only one answered), and
-   checks that Σ w is plausible — a decryption under the wrong key gives garbage and is caught.
+   appends its weight as one more slot, quantises x' = (w·x, w) to the grid 2^−f and encrypts it
+   under the round's key (COMPACT rotates keys every round, see :mod:`privfl.he.keys`). The
+   server validates each upload (parameters fingerprint, key label, chunk count, SEAL metadata,
+   residue ranges), expands it and adds it into one running ciphertext as it arrives (memory
+   O(d)).
+2. The server sends the summed ciphertext, with the number of ciphertexts in it, to two
+   surviving clients; each decrypts and releases only the **exact** grid sum (Σ w·x, Σ w)
+   (:mod:`privfl.he.exact`): never the raw m + e, from which the server could solve for the key
+   (Li & Micciancio 2021). The server accepts the result only if both decryptions are equal, and
+   checks that Σ w is plausible.
 
-Threat model: semi-honest server that sees only ciphertexts of individual updates and the
-decrypted sum. **Any client colluding with the server breaks confidentiality**, because all
-clients share the key. Clients learn the sum. A client can lie about the decryption; a second
-decryptor detects that unless both collude.
+Threat model: semi-honest server that sees only ciphertexts of individual updates and the exact
+decrypted sum — the decryptions carry no information about the key. **Any client colluding with
+the server breaks confidentiality**, because all clients share the key. Clients learn the sum. A
+client can lie about the decryption; a second decryptor detects that unless both collude. A
+malicious server (one that asks for decryptions of something other than the sum) is out of
+scope.
 
-Privacy of the sum itself is the DP layer's job. CKKS decryption is approximate (error about
-1e-7 with the COMPACT preset for 10 clients, values in [−1, 1]).
+Privacy of the sum itself is the DP layer's job. The sum's error is below ``precision`` in the
+worst case (stochastic rounding of each input to 2^−f, n·2^−f ≤ precision).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +44,15 @@ from privfl.core.securesum import (
     Visibility,
     check_round_clients,
 )
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec, weighted_input
+from privfl.core.spec import (
+    BOUND_SLACK,
+    ClientId,
+    Contribution,
+    SumResult,
+    ValueSpec,
+    check_min_clients,
+    weighted_input,
+)
 from privfl.errors import (
     ConfigurationError,
     DecryptionError,
@@ -46,9 +60,10 @@ from privfl.errors import (
     ProtocolAbortError,
     ProtocolViolationError,
 )
+from privfl.he.exact import from_coefficients, quantize, round_to_grid, to_coefficients
 from privfl.he.keys import ClientKeys, ServerContext, seal_context
 from privfl.he.parallel import MIN_PARALLEL_CHUNKS, default_workers
-from privfl.he.params import COMPACT, Backend, CKKSParams, derive_params
+from privfl.he.params import COMPACT, Backend, CKKSParams, derive_params, standard_error_bound
 
 __all__ = ["CKKSSecureSum"]
 
@@ -62,7 +77,8 @@ _INPUT = wire.Schema(kind=21, name="ckks.input", fields=(
     F(7, "tenseal", T.BYTES, optional=True)))
 _AGGREGATE = wire.Schema(kind=22, name="ckks.aggregate", fields=(
     *_ID, F(3, "chunks", T.UINT), F(4, "length", T.UINT), F(5, "prefix", T.BYTES, optional=True),
-    F(6, "residues", T.BYTES, optional=True), F(7, "tenseal", T.BYTES, optional=True)))
+    F(6, "residues", T.BYTES, optional=True), F(7, "tenseal", T.BYTES, optional=True),
+    F(8, "contributors", T.UINT)))
 _DECRYPTED = wire.Schema(kind=23, name="ckks.decrypted", fields=(
     F(1, "fingerprint", T.BYTES), F(2, "sum", T.ARRAY, dtype="<f8")))
 
@@ -81,22 +97,26 @@ class _Engine:
 
     def __init__(self, params: CKKSParams, length: int, keys: ClientKeys | None,
                  server_ctx: ServerContext, workers: int = 1) -> None:
+        if params.frac_bits is None:
+            raise ConfigurationError("CKKS parameters need `frac_bits`: use derive_params().")
         self.params = params
+        self.frac_bits = params.frac_bits
         self.length = length
         self.chunks = -(-length // params.values_per_ciphertext)
         self.fingerprint = params.fingerprint()
         self.key_id = server_ctx.key_id
+        self.keys = keys
+        self.rng = np.random.default_rng(secrets.randbits(128))  # rounding noise only
         if params.backend is Backend.COMPACT:
             from privfl.he.codec import SealCodec
 
-            secret = keys._secret if keys is not None else None
-            self.codec: Any = SealCodec(seal_context(params), params, secret)
+            self.codec: Any = SealCodec(seal_context(params), params)
             self.pool: Any = None
             if keys is not None and workers > 1 and self.chunks >= MIN_PARALLEL_CHUNKS:
                 from privfl.he.parallel import ChunkPool
 
-                raw = keys.export_secret(i_understand_this_reveals_the_key=True)[16:]
-                self.pool = ChunkPool(params, raw, workers)
+                secret = keys.export_secret(i_understand_this_reveals_the_key=True)
+                self.pool = ChunkPool(params, secret, workers)
         else:
             import tenseal as ts
 
@@ -114,31 +134,54 @@ class _Engine:
             raise MalformedMessageError("ciphertext made under another key")
 
     # client
-    def encrypt(self, x: np.ndarray) -> dict[str, object]:
+    def encrypt(self, x: np.ndarray, round_id: int) -> dict[str, object]:
+        grid = quantize(x, self.frac_bits, self.rng)
         if self.params.backend is Backend.COMPACT:
-            enc = self.pool.encrypt if self.pool is not None else self.codec.encrypt
-            prefix, c0, seeds, chunks = enc(x)
+            coeffs = to_coefficients(grid, self.params.noise_bits, self.codec.q0, self.codec.n)
+            if self.pool is not None:
+                prefix, c0, seeds, chunks = self.pool.encrypt(coeffs, round_id)
+            else:
+                key = self._keys().round_key(round_id)
+                prefix, c0, seeds, chunks = self.codec.encrypt(key, coeffs)
             return {"chunks": chunks, "prefix": prefix, "c0": c0, "seeds": seeds}
         with _quiet():
-            vec = self.ts.ckks_vector(self.ctx, x.tolist())
+            vec = self.ts.ckks_vector(self.ctx, (grid * 2.0**-self.frac_bits).tolist())
         return {"chunks": self.chunks, "tenseal": vec.serialize()}
 
+    def _keys(self) -> ClientKeys:
+        if self.keys is None:
+            raise DecryptionError("the server holds no key")
+        return self.keys
+
     def decrypt(self, msg: wire.DecodedMessage) -> np.ndarray:
+        """The exact grid sum of an aggregate; nothing else leaves the decryptor."""
         if msg.uint("chunks") != self.chunks or msg.uint("length") != self.length:
             raise MalformedMessageError("aggregate of the wrong size")
+        contributors = msg.uint("contributors")
+        if contributors < 1:
+            raise MalformedMessageError("an aggregate of no ciphertexts")
         try:
             if self.params.backend is Backend.COMPACT:
-                out: np.ndarray = self.codec.decrypt(msg.raw("prefix"), msg.raw("residues"),
-                                                     self.chunks, self.length)
+                key = self._keys().round_key(msg.round_id)
+                coeffs = self.codec.decrypt(key, msg.raw("prefix"), msg.raw("residues"),
+                                            self.chunks)
+                total = from_coefficients(coeffs, self.params.noise_bits, contributors,
+                                          self.length)
+                out: np.ndarray = total.astype(np.float64) * 2.0**-self.frac_bits
                 return out
             vec = self.ts.ckks_vector_from(self.ctx, msg.raw("tenseal"))
-            return np.asarray(vec.decrypt(), dtype=np.float64)
+            decoded = np.asarray(vec.decrypt(), dtype=np.float64)
         except KeyError as exc:
             raise MalformedMessageError(f"aggregate lacks field {exc}") from exc
         except (MalformedMessageError, DecryptionError):
             raise
         except Exception as exc:
             raise DecryptionError(f"cannot decrypt the aggregate: {exc}") from exc
+        if decoded.shape != (self.length,):
+            raise MalformedMessageError(f"aggregate of {decoded.shape} values")
+        peak = float(np.max(np.abs(decoded))) if decoded.size else 0.0
+        return round_to_grid(decoded, self.frac_bits,
+                             standard_error_bound(self.params, contributors, peak))
 
     # server
     def load(self, msg: wire.DecodedMessage) -> Any:
@@ -172,8 +215,8 @@ class _Engine:
             raise MalformedMessageError(f"ciphertexts cannot be added: {exc}") from exc
         return acc
 
-    def aggregate(self, acc: Any) -> dict[str, object]:
-        base = {"chunks": self.chunks, "length": self.length}
+    def aggregate(self, acc: Any, contributors: int) -> dict[str, object]:
+        base = {"chunks": self.chunks, "length": self.length, "contributors": contributors}
         if self.params.backend is Backend.COMPACT:
             prefix, residues = self.codec.pack_aggregate(acc)
             return {**base, "prefix": prefix, "residues": residues}
@@ -238,10 +281,11 @@ class _Server:
             if not self._received:
                 raise ProtocolAbortError(f"round {self.round_id}: 0 of {len(self._expected)} "
                                          "clients survived; CKKS needs at least 1.")
+            check_min_clients(len(self._received), self.spec, f"round {self.round_id}")
             self._stage = 2
             self._decryptors = tuple(sorted(self._received)[:_DECRYPTORS])
-            agg = wire.encode(_AGGREGATE, self.round_id, {**self.engine.ident(),
-                                                         **self.engine.aggregate(self._acc)})
+            agg = wire.encode(_AGGREGATE, self.round_id, {
+                **self.engine.ident(), **self.engine.aggregate(self._acc, len(self._received))})
             self._acc = None
             return {c: agg for c in self._decryptors}
         if self._stage == 2:
@@ -254,21 +298,20 @@ class _Server:
             raise ProtocolAbortError(f"round {self.round_id}: none of the decryptors "
                                      f"{list(self._decryptors)} returned the sum")
         values = list(self._decrypted.values())
-        tol = 1e-4 * (1.0 + float(np.max(np.abs(values[0]))))
-        for v in values[1:]:
-            if float(np.max(np.abs(v - values[0]))) > tol:
+        for v in values[1:]:  # decryptions are exact: honest decryptors agree bit for bit
+            if not np.array_equal(v, values[0]):
                 raise ProtocolAbortError(
                     f"round {self.round_id}: the decryptors {sorted(self._decrypted)} returned "
                     "different sums; a client lied about the decryption.")
         total = values[0]
         weight = float(total[-1])
         n = len(self._received)
-        if not (0.0 < weight <= n * self.spec.max_weight * (1 + 1e-3) + 1e-3
-                and np.isfinite(total).all()):
+        slack = n * 2.0**-self.engine.frac_bits
+        if not 0.0 < weight <= n * self.spec.max_weight * (1 + BOUND_SLACK) + slack:
             raise DecryptionError(
                 f"round {self.round_id}: decrypted total weight {weight:.6g} is impossible for "
                 f"{n} clients (max weight {self.spec.max_weight}): a ciphertext was made under "
-                "another key or the sum overflowed.")
+                "another key or a decryptor lied.")
         return SumResult(weighted_sum=total[:-1].copy(), total_weight=weight,
                          contributors=tuple(sorted(self._received)))
 
@@ -287,7 +330,7 @@ class _Client:
                 raise MalformedMessageError("request for a vector of the wrong length")
             x = weighted_input(self.spec, contribution, "CKKS")
             return wire.encode(_INPUT, msg.round_id, {**self.engine.ident(),
-                                                      **self.engine.encrypt(x)})
+                                                      **self.engine.encrypt(x, msg.round_id)})
         if kind == _AGGREGATE.kind:
             msg = wire.decode(request, _AGGREGATE)
             self.engine.check_ident(msg)
@@ -320,8 +363,11 @@ class CKKSSecureSum:
 
     Args:
         params: A preset (:data:`~privfl.he.params.COMPACT` by default, sized to the
-            ``ValueSpec`` at :meth:`create`; :data:`~privfl.he.params.STANDARD` as is).
-        precision: Target absolute error of the sum (COMPACT sizing).
+            ``ValueSpec`` at :meth:`create`; :data:`~privfl.he.params.STANDARD` keeps its
+            modulus and scale and gets the finest exact grid they allow).
+        precision: Worst-case bound on the absolute error of every coordinate of the sum.
+            ``None``: 1e-6 for COMPACT, the finest STANDARD can guarantee for the spec. A
+            precision the parameters cannot deliver is refused at :meth:`create`.
         keys: The clients' keys; generated at :meth:`create` if not given (simulation:
             the driver provisions every client with the same key).
         workers: Processes that encrypt large vectors (≥ 64 ciphertexts) on a client;
@@ -332,7 +378,7 @@ class CKKSSecureSum:
 
     name = "ckks"
 
-    def __init__(self, params: CKKSParams = COMPACT, *, precision: float = 1e-6,
+    def __init__(self, params: CKKSParams = COMPACT, *, precision: float | None = None,
                  keys: ClientKeys | None = None, workers: int | None = None) -> None:
         self.base = params
         self.precision = precision
@@ -343,7 +389,7 @@ class CKKSSecureSum:
     def create(self, spec: ValueSpec) -> SecureSumProcess:
         """Size the parameters from ``spec`` (refusing overflow or < 128-bit security)."""
         params = derive_params(spec, precision=self.precision, base=self.base)
-        if self.keys is not None and self.keys.params != params:
+        if self.keys is not None and not _same_keys(self.keys.params, params):
             raise ConfigurationError(
                 f"the given keys are for {self.keys.params}, but the spec needs {params}.")
         keys = self.keys or ClientKeys.generate(params)
@@ -352,13 +398,24 @@ class CKKSSecureSum:
 
     def trust_assumption(self) -> TrustAssumption:
         """What CKKS protects, and what breaks it."""
+        rotation = ("a fresh key every round, derived from the shared master seed" if
+                    self.base.backend is Backend.COMPACT else "one key for the federation")
         return TrustAssumption(
             mechanism="ckks",
             server_sees=Visibility.CIPHERTEXT,
             statement="The server sees only CKKS ciphertexts of individual updates (128-bit "
-                      "security) and the decrypted sum; clients learn the sum.",
+                      "security) and the exact decrypted sum: decryptors release the sum "
+                      "rounded to its grid, never the raw m + e from which the key could be "
+                      f"solved (Li & Micciancio 2021); {rotation}. Clients learn the sum.",
             broken_by="any client colluding with the server (all clients share the secret "
-                      "key); a malicious server that deviates from the protocol is out of scope",
+                      "key); a malicious server that deviates from the protocol (for example "
+                      "asking for the decryption of one client's upload) is out of scope",
             dropouts_tolerated="any number before upload, as long as one client uploads and one "
                                "decryptor answers",
         )
+
+
+def _same_keys(a: CKKSParams, b: CKKSParams) -> bool:
+    """Keys depend on the ring and modulus chain only, not on the grid."""
+    return (a.poly_modulus_degree, a.coeff_mod_bit_sizes, a.backend) == \
+        (b.poly_modulus_degree, b.coeff_mod_bit_sizes, b.backend)

@@ -24,10 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from privfl._validation import require_int
 from privfl.core import wire
@@ -39,12 +37,21 @@ from privfl.core.securesum import (
     Visibility,
     check_round_clients,
 )
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec, weighted_input
+from privfl.core.spec import (
+    ClientId,
+    Contribution,
+    SumResult,
+    ValueSpec,
+    check_min_clients,
+    check_total_weight,
+    weighted_input,
+)
 from privfl.errors import (
     MalformedMessageError,
     ProtocolAbortError,
     ProtocolViolationError,
 )
+from privfl.secagg.keyagreement import check_public, exchange, hkdf, public_bytes
 from privfl.secagg.prg import expand_mask
 
 __all__ = ["MultiServerSecureSum"]
@@ -59,8 +66,7 @@ _TAG = 16
 
 
 def _key(shared: bytes, round_id: int, client: int, server: int) -> bytes:
-    info = b"privfl-multiserver-" + bytes(f"{round_id}/{client}/{server}", "ascii")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+    return hkdf(shared, b"privfl-multiserver-" + bytes(f"{round_id}/{client}/{server}", "ascii"))
 
 
 def _nonce(server: int) -> bytes:
@@ -79,18 +85,15 @@ class _Config:
 
 
 class _Aggregator:
-    """One server: its own private key and its own running sum."""
+    """One server's long-lived identity: its private key. Running sums live in each round."""
 
-    def __init__(self, index: int, cfg: _Config) -> None:
+    def __init__(self, index: int) -> None:
         self.index = index
-        self.cfg = cfg
         self._sk = X25519PrivateKey.generate()
-        self.public = self._sk.public_key().public_bytes(serialization.Encoding.Raw,
-                                                          serialization.PublicFormat.Raw)
-        self.total = np.zeros(cfg.length, dtype=cfg.ring.dtype)
+        self.public = public_bytes(self._sk)
 
     def open(self, eph_pk: bytes, sealed: bytes, round_id: int, client: int) -> bytes:
-        shared = self._sk.exchange(X25519PublicKey.from_public_bytes(eph_pk))
+        shared = exchange(self._sk, eph_pk, f"client {client}")
         try:
             return ChaCha20Poly1305(_key(shared, round_id, client, self.index)).decrypt(
                 _nonce(self.index), sealed, eph_pk)
@@ -103,8 +106,8 @@ class _Server:
                  clients: Sequence[ClientId]) -> None:
         self.cfg = cfg
         self.aggs = aggregators
-        for a in self.aggs:
-            a.total[:] = 0
+        # One running sum per server, owned by this round: concurrent rounds never share one.
+        self.totals = [np.zeros(cfg.length, dtype=cfg.ring.dtype) for _ in aggregators]
         self.round_id = round_id
         self.expected = frozenset(clients)
         self.received: list[ClientId] = []
@@ -124,8 +127,9 @@ class _Server:
         eph = msg.raw("eph_pk")
         seeds_blob = msg.raw("sealed_seeds")
         k = self.cfg.servers
-        if len(eph) != 32 or len(seeds_blob) != (k - 1) * (32 + _TAG):
+        if len(seeds_blob) != (k - 1) * (32 + _TAG):
             raise MalformedMessageError("sealed seeds of the wrong size")
+        check_public(eph, f"client {client}")
         want = self.cfg.length * self.cfg.ring.word_bytes + _TAG
         if len(msg.raw("sealed_vector")) != want:
             raise MalformedMessageError(
@@ -137,9 +141,9 @@ class _Server:
         for i, seed in enumerate(seeds):
             expand_mask(seed, self.cfg.length, self.cfg.ring.dtype, purpose=_SHARE_PURPOSE,
                         round_id=self.round_id, out=self._scratch)
-            np.add(self.aggs[i].total, self._scratch, out=self.aggs[i].total)
+            np.add(self.totals[i], self._scratch, out=self.totals[i])
         last = np.frombuffer(vector, dtype=self.cfg.ring.dtype.newbyteorder("<"))
-        np.add(self.aggs[k - 1].total, last, out=self.aggs[k - 1].total)
+        np.add(self.totals[k - 1], last, out=self.totals[k - 1])
         self.received.append(client)
 
     def step(self, replies: Iterable[tuple[ClientId, bytes]]
@@ -157,12 +161,16 @@ class _Server:
         if not self.received:
             raise ProtocolAbortError(f"round {self.round_id}: 0 of {len(self.expected)} clients "
                                      "survived; at least 1 is needed.")
-        total = self.aggs[0].total.copy()
-        for a in self.aggs[1:]:  # each server publishes its sum
-            np.add(total, a.total, out=total)
+        check_min_clients(len(self.received), self.cfg.spec, f"round {self.round_id}")
+        total = self.totals[0].copy()
+        for t in self.totals[1:]:  # each server publishes its sum
+            np.add(total, t, out=total)
         decoded = self.cfg.ring.decode(total)
+        contributors = tuple(sorted(self.received))
+        check_total_weight(float(decoded[-1]), len(contributors), self.cfg.spec,
+                           self.cfg.ring.resolution, f"round {self.round_id}")
         return SumResult(weighted_sum=decoded[:-1], total_weight=float(decoded[-1]),
-                         contributors=tuple(sorted(self.received)))
+                         contributors=contributors)
 
 
 class _Client:
@@ -181,11 +189,10 @@ class _Client:
         last = self.cfg.ring.encode(x, self.rng)
         scratch = np.empty_like(last)
         eph = X25519PrivateKey.generate()
-        eph_pk = eph.public_key().public_bytes(serialization.Encoding.Raw,
-                                               serialization.PublicFormat.Raw)
+        eph_pk = public_bytes(eph)
         sealed = []
         for i in range(k):
-            shared = eph.exchange(X25519PublicKey.from_public_bytes(pks[32 * i : 32 * (i + 1)]))
+            shared = exchange(eph, pks[32 * i : 32 * (i + 1)], f"server {i}")
             aead = ChaCha20Poly1305(_key(shared, msg.round_id, self.me, i))
             if i < k - 1:
                 seed = secrets.token_bytes(32)
@@ -205,7 +212,7 @@ class _Process:
     def __init__(self, cfg: _Config) -> None:
         self.cfg = cfg
         self.spec = cfg.spec
-        self._aggs = [_Aggregator(i, cfg) for i in range(cfg.servers)]
+        self._aggs = [_Aggregator(i) for i in range(cfg.servers)]
 
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
         return _Server(self.cfg, self._aggs, round_id,

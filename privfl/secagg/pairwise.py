@@ -3,22 +3,33 @@
 Four stages per round, as client and server state machines behind the ``SecureSum`` interface:
 
 0. **Advertise keys.** Each client u makes two fresh X25519 key pairs (c for encrypting shares,
-   s for mask agreement) and sends the public halves.
+   s for mask agreement) and sends the public halves. The server rejects a key that is not a
+   valid point of large order (:mod:`.keyagreement`): that client is excluded, nobody crashes.
 1. **Share keys.** The server tells u its neighbours' public keys (complete graph, or a random
    Harary graph for SecAgg+, :mod:`privfl.secagg.graph`). u draws a 256-bit self-mask seed bᵤ,
    Shamir-shares bᵤ and its s secret key t-of-m among its m holders (neighbours and itself),
    and sends each neighbour its pair of shares encrypted with ChaCha20-Poly1305 under
    HKDF-SHA256(X25519(c_skᵤ, c_pkᵥ)) (bound to round, sender and recipient), plus SHA-256(bᵤ).
-2. **Masked input.** u receives the shares addressed to it, and uploads
-   yᵤ = enc(wᵤxᵤ, wᵤ) + PRG(bᵤ) + Σᵥ ±PRG(sᵤᵥ) mod 2^b, where sᵤᵥ = HKDF(X25519(s_skᵤ, s_pkᵥ))
-   for every neighbour v that completed stage 1 (+ if u < v, − otherwise), so pair masks cancel
-   in the sum. Values are fixed-point with unbiased stochastic rounding (core.ring); masks
-   are ChaCha20 keystreams of 256-bit secrets (:mod:`.prg`), uniform over the ring.
-3. **Unmask.** For each surviving neighbour v, u reveals its share of bᵥ; for each neighbour
-   that shared but did not upload, its share of s_skᵥ. A client never reveals both for the same
-   peer: a request that asks for both gets a refusal. The server reconstructs, checks each
-   reconstruction (SHA-256 commitment for bᵥ, public key for s_skᵥ), removes the self masks of
-   the survivors and the dangling pair masks of the dropped, and decodes the sum.
+   Each encrypted share also carries a **key-confirmation transcript**: SHA-256 of both
+   clients' four public keys as u sees them (its own, and v's as relayed).
+2. **Masked input.** u decrypts the shares addressed to it and *confirms* each sender v: the
+   ciphertext authenticates and v's transcript equals u's own view of the two key pairs. A
+   confirmed key pair means X25519(s_skᵤ, s_pkᵥ) = X25519(s_skᵥ, s_pkᵤ), so the pair mask will
+   cancel. u uploads yᵤ = enc(wᵤxᵤ, wᵤ) + PRG(bᵤ) + Σᵥ ±PRG(sᵤᵥ) mod 2^b over its confirmed
+   peers v (+ if u < v), and lists them. A key relayed wrongly (a flipped byte) is detected on
+   both sides of the pair, so both leave the pair mask out and the sum stays exact; u refuses to
+   upload if fewer than t − 1 peers confirm (Bonawitz's |U₂| ≥ t). Values are fixed-point with
+   unbiased stochastic rounding (core.ring); masks are ChaCha20 keystreams of 256-bit secrets
+   (:mod:`.prg`), uniform over the ring.
+3. **Unmask.** For each surviving confirmed peer v, u reveals its share of bᵥ; for each
+   confirmed peer that shared but did not upload, its share of s_skᵥ. A client never reveals
+   both for the same peer (a request that asks for both gets a refusal). If a ciphertext was
+   corrupted on its way to u only, u left out a pair mask that its peer v put in; the server
+   sees the asymmetry in the listed peers and asks u for that one pair seed — what it would
+   learn anyway had u dropped — and u reveals it only for a peer it did not mask with. The
+   server reconstructs, checks each reconstruction (SHA-256 commitment for bᵥ, public key for
+   s_skᵥ), removes the self masks of the survivors and the dangling pair masks, and decodes.
+   A decoded total weight outside (0, contributors·max_weight] aborts the round.
 
 Threat model: semi-honest server and clients. Individual inputs stay hidden unless t of a
 client's m holders collude with the server. The sum is exact while every neighbourhood keeps
@@ -36,10 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from privfl.core import wire
 from privfl.core.ring import RingEncoding, ring_for
@@ -50,7 +59,15 @@ from privfl.core.securesum import (
     Visibility,
     check_round_clients,
 )
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec, weighted_input
+from privfl.core.spec import (
+    ClientId,
+    Contribution,
+    SumResult,
+    ValueSpec,
+    check_min_clients,
+    check_total_weight,
+    weighted_input,
+)
 from privfl.errors import (
     ClientRefusedError,
     MalformedMessageError,
@@ -59,6 +76,13 @@ from privfl.errors import (
 )
 from privfl.secagg import shamir
 from privfl.secagg.graph import GraphPlan, harary_graph, plan_graph
+from privfl.secagg.keyagreement import (
+    check_public,
+    exchange,
+    hkdf,
+    private_bytes,
+    public_bytes,
+)
 from privfl.secagg.prg import PAIR_MASK, SELF_MASK, expand_mask
 
 __all__ = ["PairwiseSecureSum", "UnmaskRefusedError"]
@@ -76,40 +100,42 @@ _SHARES = wire.Schema(kind=33, name="secagg.shares", fields=(
 _MASK_REQ = wire.Schema(kind=34, name="secagg.mask_request", fields=(
     F(1, "ids", T.ARRAY, dtype=_IDS), F(2, "ciphertexts", T.BYTES)))
 _MASKED = {32: wire.Schema(kind=35, name="secagg.masked32", fields=(
-    F(1, "y", T.ARRAY, dtype="<u4"),)),
-    64: wire.Schema(kind=36, name="secagg.masked64", fields=(F(1, "y", T.ARRAY, dtype="<u8"),))}
+    F(1, "y", T.ARRAY, dtype="<u4"), F(2, "mask_peers", T.ARRAY, dtype=_IDS))),
+    64: wire.Schema(kind=36, name="secagg.masked64", fields=(
+        F(1, "y", T.ARRAY, dtype="<u8"), F(2, "mask_peers", T.ARRAY, dtype=_IDS)))}
 _UNMASK_REQ = wire.Schema(kind=37, name="secagg.unmask_request", fields=(
-    F(1, "survivors", T.ARRAY, dtype=_IDS), F(2, "dropped", T.ARRAY, dtype=_IDS)))
+    F(1, "survivors", T.ARRAY, dtype=_IDS), F(2, "dropped", T.ARRAY, dtype=_IDS),
+    F(3, "pair_seeds", T.ARRAY, dtype=_IDS)))
 _UNMASK = wire.Schema(kind=38, name="secagg.unmask", fields=(
     F(1, "b_ids", T.ARRAY, dtype=_IDS), F(2, "b_shares", T.BYTES),
-    F(3, "sk_ids", T.ARRAY, dtype=_IDS), F(4, "sk_shares", T.BYTES)))
+    F(3, "sk_ids", T.ARRAY, dtype=_IDS), F(4, "sk_shares", T.BYTES),
+    F(5, "seed_ids", T.ARRAY, dtype=_IDS), F(6, "seeds", T.BYTES)))
 
 _SHARE_PT = struct.Struct("<III")
-_CT_BYTES = _SHARE_PT.size + 2 * shamir.SHARE_BYTES + 16
-_AAD = b"privfl-secagg-share-v1"
+_TRANSCRIPT_BYTES = 32
+_CT_BYTES = _SHARE_PT.size + 2 * shamir.SHARE_BYTES + _TRANSCRIPT_BYTES + 16
+_AAD = b"privfl-secagg-share-v2"
+
+Keys = tuple[bytes, bytes]  # (c_pk, s_pk)
 
 
 class UnmaskRefusedError(ClientRefusedError):
-    """A client refuses an unmask request that would reveal both secrets of one peer."""
+    """A client refuses an unmask request that would reveal what must stay secret."""
 
 
 def _kdf(shared: bytes, label: bytes, round_id: int) -> bytes:
-    info = b"privfl-secagg-" + label + round_id.to_bytes(8, "little")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
-
-
-def _raw_public(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                         serialization.PublicFormat.Raw)
-
-
-def _raw_private(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
+    return hkdf(shared, b"privfl-secagg-" + label + round_id.to_bytes(8, "little"))
 
 
 def _commit(round_id: int, seed: bytes) -> bytes:
     return hashlib.sha256(b"privfl-secagg-b" + round_id.to_bytes(8, "little") + seed).digest()
+
+
+def _transcript(round_id: int, a: int, keys_a: Keys, b: int, keys_b: Keys) -> bytes:
+    """SHA-256 of a pair's public keys, in id order: equal on both sides iff the views agree."""
+    (lo, k_lo), (hi, k_hi) = sorted(((a, keys_a), (b, keys_b)))
+    return hashlib.sha256(b"privfl-secagg-keys-v1" + struct.pack("<QII", round_id, lo, hi)
+                          + k_lo[0] + k_lo[1] + k_hi[0] + k_hi[1]).digest()
 
 
 def _ids(msg: wire.DecodedMessage, name: str) -> list[int]:
@@ -123,6 +149,10 @@ def _split(blob: bytes, size: int, count: int, what: str) -> list[bytes]:
     if len(blob) != size * count:
         raise MalformedMessageError(f"{what}: {len(blob)} bytes for {count} items of {size}")
     return [blob[i * size : (i + 1) * size] for i in range(count)]
+
+
+def _id_array(ids: Iterable[int]) -> np.ndarray:
+    return np.asarray(sorted(ids), dtype=_IDS)
 
 
 @dataclass(frozen=True)
@@ -156,14 +186,16 @@ class _Client:
         self.me = client
         self.stage = 0
         self.round_id = -1
+        self.threshold = 0
         self.c_sk = X25519PrivateKey.generate()
         self.s_sk = X25519PrivateKey.generate()
+        self.own: Keys = (public_bytes(self.c_sk), public_bytes(self.s_sk))
         self.b_seed = secrets.token_bytes(32)
         self.rng = np.random.default_rng(secrets.randbits(128))  # rounding noise only
-        self.s_pks: dict[int, bytes] = {}
-        self.c_pks: dict[int, bytes] = {}
+        self.peer_keys: dict[int, Keys] = {}
         self.own_shares: tuple[bytes, bytes] = (b"", b"")
-        self.received: dict[int, tuple[bytes, bytes]] = {}
+        self.received: dict[int, tuple[bytes, bytes]] = {}  # confirmed peers' shares
+        self.rejected: set[int] = set()  # neighbours that shared but failed confirmation
 
     def _expect(self, kind: int, stage: int, request: bytes) -> wire.DecodedMessage:
         schema = {0: _ADVERTISE, 1: _SHARE_REQ, 2: _MASK_REQ, 3: _UNMASK_REQ}.get(stage)
@@ -183,13 +215,16 @@ class _Client:
         self.stage += 1
         if stage == 0:
             self.round_id = msg.round_id
-            return wire.encode(_KEYS, self.round_id, {"c_pk": _raw_public(self.c_sk),
-                                                      "s_pk": _raw_public(self.s_sk)})
+            return wire.encode(_KEYS, self.round_id, {"c_pk": self.own[0], "s_pk": self.own[1]})
         if stage == 1:
             return self._share(msg)
         if stage == 2:
             return self._mask(msg, contribution)
         return self._unmask(msg)
+
+    def _channel(self, peer: int) -> ChaCha20Poly1305:
+        shared = exchange(self.c_sk, self.peer_keys[peer][0], f"client {peer}'s c_pk")
+        return ChaCha20Poly1305(_kdf(shared, b"share", self.round_id))
 
     def _share(self, msg: wire.DecodedMessage) -> bytes:
         ids = _ids(msg, "ids")
@@ -202,72 +237,94 @@ class _Client:
                 f"client {self.me}: threshold {t} of {m} holders is unsafe (needs > {m // 2}).")
         c_pks = _split(msg.raw("c_pks"), 32, len(ids), "c_pks")
         s_pks = _split(msg.raw("s_pks"), 32, len(ids), "s_pks")
-        self.c_pks = dict(zip(ids, c_pks, strict=True))
-        self.s_pks = dict(zip(ids, s_pks, strict=True))
+        self.threshold = t
+        self.peer_keys = dict(zip(ids, zip(c_pks, s_pks, strict=True), strict=True))
         xs = [v + 1 for v in [*ids, self.me]]
         b_sh = shamir.share(self.b_seed, xs, t)
-        sk_sh = shamir.share(_raw_private(self.s_sk), xs, t)
+        sk_sh = shamir.share(private_bytes(self.s_sk), xs, t)
         self.own_shares = (b_sh[self.me + 1], sk_sh[self.me + 1])
         cts = []
         for v in ids:
-            key = _kdf(self.c_sk.exchange(X25519PublicKey.from_public_bytes(self.c_pks[v])),
-                       b"share", self.round_id)
             head = _SHARE_PT.pack(self.round_id, self.me, v)
-            cts.append(ChaCha20Poly1305(key).encrypt(head, head + b_sh[v + 1] + sk_sh[v + 1],
-                                                     _AAD))
+            view = _transcript(self.round_id, self.me, self.own, v, self.peer_keys[v])
+            cts.append(self._channel(v).encrypt(head, head + b_sh[v + 1] + sk_sh[v + 1] + view,
+                                                _AAD))
         return wire.encode(_SHARES, self.round_id, {
-            "ids": np.asarray(ids, dtype=_IDS), "ciphertexts": b"".join(cts),
+            "ids": _id_array(ids), "ciphertexts": b"".join(cts),
             "b_commit": _commit(self.round_id, self.b_seed)})
+
+    def _confirm(self, v: int, ct: bytes) -> tuple[bytes, bytes] | None:
+        """V's shares if its ciphertext authenticates and its view of both key pairs is ours."""
+        head = _SHARE_PT.pack(self.round_id, v, self.me)
+        try:
+            pt = self._channel(v).decrypt(head, ct, _AAD)
+        except (InvalidTag, MalformedMessageError):
+            return None
+        view = _transcript(self.round_id, v, self.peer_keys[v], self.me, self.own)
+        if pt[: _SHARE_PT.size] != head or pt[-_TRANSCRIPT_BYTES:] != view:
+            return None
+        body = pt[_SHARE_PT.size : -_TRANSCRIPT_BYTES]
+        return body[: shamir.SHARE_BYTES], body[shamir.SHARE_BYTES:]
 
     def _mask(self, msg: wire.DecodedMessage, contribution: Contribution | None) -> bytes:
         ids = _ids(msg, "ids")
-        if not set(ids) <= set(self.c_pks):
+        if not set(ids) <= set(self.peer_keys):
             raise MalformedMessageError("shares from clients that are not neighbours")
         cts = _split(msg.raw("ciphertexts"), _CT_BYTES, len(ids), "ciphertexts")
         for v, ct in zip(ids, cts, strict=True):
-            key = _kdf(self.c_sk.exchange(X25519PublicKey.from_public_bytes(self.c_pks[v])),
-                       b"share", self.round_id)
-            head = _SHARE_PT.pack(self.round_id, v, self.me)
-            try:
-                pt = ChaCha20Poly1305(key).decrypt(head, ct, _AAD)
-            except InvalidTag as exc:
-                raise MalformedMessageError(
-                    f"client {self.me}: the share from client {v} fails authentication") from exc
-            if pt[: _SHARE_PT.size] != head:
-                raise MalformedMessageError(f"share from {v} is bound to another message")
-            body = pt[_SHARE_PT.size:]
-            self.received[v] = (body[: shamir.SHARE_BYTES], body[shamir.SHARE_BYTES:])
+            shares = self._confirm(v, ct)
+            if shares is None:
+                self.rejected.add(v)
+            else:
+                self.received[v] = shares
+        if len(self.received) + 1 < self.threshold:
+            raise ClientRefusedError(
+                f"client {self.me}: only {len(self.received)} of {len(ids)} neighbours' keys "
+                f"confirmed (failed: {sorted(self.rejected)}); the threshold {self.threshold} "
+                "needs t − 1. Refusing to upload.")
         x = weighted_input(self.cfg.spec, contribution, "pairwise masking")
         y = self.cfg.ring.encode(x, self.rng)
         scratch = np.empty_like(y)
         expand_mask(self.b_seed, len(y), y.dtype, purpose=SELF_MASK, round_id=self.round_id,
                     out=scratch)
         np.add(y, scratch, out=y)
-        for v in ids:
-            seed = _kdf(self.s_sk.exchange(X25519PublicKey.from_public_bytes(self.s_pks[v])),
-                        b"mask", self.round_id)
-            _apply_pair_mask(y, seed, self.me, v, self.round_id, scratch, remove=False)
-        self.mask_peers = set(ids)
-        return wire.encode(_MASKED[self.cfg.ring.bits], self.round_id, {"y": y})
+        for v in sorted(self.received):
+            _apply_pair_mask(y, self._pair_seed(v), self.me, v, self.round_id, scratch,
+                             remove=False)
+        return wire.encode(_MASKED[self.cfg.ring.bits], self.round_id,
+                           {"y": y, "mask_peers": _id_array(self.received)})
+
+    def _pair_seed(self, v: int) -> bytes:
+        shared = exchange(self.s_sk, self.peer_keys[v][1], f"client {v}'s s_pk")
+        return _kdf(shared, b"mask", self.round_id)
 
     def _unmask(self, msg: wire.DecodedMessage) -> bytes:
         survivors = _ids(msg, "survivors")
         dropped = _ids(msg, "dropped")
+        pairs = _ids(msg, "pair_seeds")
         both = set(survivors) & set(dropped)
         if both or self.me in dropped:
             raise UnmaskRefusedError(
                 f"client {self.me} refuses to unmask: the server asked for both the self-mask "
                 f"and the key share of {sorted(both | ({self.me} & set(dropped)))}.")
+        if not set(pairs) <= self.rejected or set(pairs) & (set(survivors) | set(dropped)):
+            raise UnmaskRefusedError(
+                f"client {self.me} refuses to unmask: pair seeds are revealed only for peers "
+                f"it did not mask with ({sorted(self.rejected)}). Asked for {pairs}.")
         known = set(self.received) | {self.me}
         if not (set(survivors) | set(dropped)) <= known:
             raise MalformedMessageError("unmask request names clients whose shares I lack")
+
         def share_of(v: int, which: int) -> bytes:
             return self.own_shares[which] if v == self.me else self.received[v][which]
+
         return wire.encode(_UNMASK, self.round_id, {
-            "b_ids": np.asarray(survivors, dtype=_IDS),
+            "b_ids": _id_array(survivors),
             "b_shares": b"".join(share_of(v, 0) for v in survivors),
-            "sk_ids": np.asarray(dropped, dtype=_IDS),
-            "sk_shares": b"".join(share_of(v, 1) for v in dropped)})
+            "sk_ids": _id_array(dropped),
+            "sk_shares": b"".join(share_of(v, 1) for v in dropped),
+            "seed_ids": _id_array(pairs),
+            "seeds": b"".join(self._pair_seed(v) for v in pairs)})
 
 
 class _Server:
@@ -280,17 +337,20 @@ class _Server:
         self.plan: GraphPlan = plan_graph(len(clients), sparse=cfg.sparse,
                                           dropout=cfg.dropout, collusion=cfg.collusion)
         self.stage = 0
-        self.keys: dict[int, tuple[bytes, bytes]] = {}
+        self.keys: dict[int, Keys] = {}
         self.graph: dict[int, tuple[int, ...]] = {}
         self.shares_in: dict[int, dict[int, bytes]] = {}  # recipient -> sender -> ciphertext
         self.commits: dict[int, bytes] = {}
         self.u2: set[int] = set()
         self.u3: set[int] = set()
+        self.relayed: dict[int, set[int]] = {}  # recipient -> senders relayed at stage 2
+        self.peers: dict[int, set[int]] = {}  # uploader -> the peers it masked with
         self.acc = np.zeros(cfg.length, dtype=cfg.ring.dtype)
         self.unmask_from: set[int] = set()
         self.b_shares: dict[int, dict[int, bytes]] = {}
         self.sk_shares: dict[int, dict[int, bytes]] = {}
-        self.requested: dict[int, tuple[list[int], list[int]]] = {}
+        self.pair_seeds: dict[tuple[int, int], bytes] = {}  # (revealer, peer) -> seed
+        self.requested: dict[int, tuple[list[int], list[int], list[int]]] = {}
 
     # --- receiving ---------------------------------------------------------------------------
     def _check(self, client: ClientId, message: bytes, schema: wire.Schema,
@@ -312,8 +372,10 @@ class _Server:
         if self.stage == 1:
             msg = self._check(client, message, _KEYS, self.selected, self.keys)
             c_pk, s_pk = msg.raw("c_pk"), msg.raw("s_pk")
-            if len(c_pk) != 32 or len(s_pk) != 32 or c_pk == s_pk:
-                raise MalformedMessageError("public keys must be two distinct 32-byte keys")
+            if c_pk == s_pk:
+                raise MalformedMessageError("public keys must be two distinct keys")
+            check_public(c_pk, f"client {client}'s c_pk")
+            check_public(s_pk, f"client {client}'s s_pk")
             self.keys[client] = (c_pk, s_pk)
         elif self.stage == 2:
             msg = self._check(client, message, _SHARES, self.graph, self.u2)
@@ -331,22 +393,30 @@ class _Server:
         elif self.stage == 3:
             msg = self._check(client, message, _MASKED[self.cfg.ring.bits], self.u2, self.u3)
             y = msg.array("y")
+            peers = set(_ids(msg, "mask_peers"))
             if y.shape != (self.cfg.length,):
                 raise MalformedMessageError(f"masked vector of shape {y.shape}, expected "
                                             f"({self.cfg.length},)")
+            if not peers <= self.relayed.get(client, set()):
+                raise MalformedMessageError("masked with peers whose shares it never received")
             np.add(self.acc, y, out=self.acc)  # mod 2^b; validated above
+            self.peers[client] = peers
             self.u3.add(client)
         elif self.stage == 4:
             msg = self._check(client, message, _UNMASK, self.requested, self.unmask_from)
-            want_b, want_sk = self.requested[client]
-            if _ids(msg, "b_ids") != want_b or _ids(msg, "sk_ids") != want_sk:
+            want_b, want_sk, want_seeds = self.requested[client]
+            if (_ids(msg, "b_ids") != want_b or _ids(msg, "sk_ids") != want_sk
+                    or _ids(msg, "seed_ids") != want_seeds):
                 raise MalformedMessageError("unmask reply for other clients than requested")
             b = _split(msg.raw("b_shares"), shamir.SHARE_BYTES, len(want_b), "b_shares")
             sk = _split(msg.raw("sk_shares"), shamir.SHARE_BYTES, len(want_sk), "sk_shares")
+            seeds = _split(msg.raw("seeds"), 32, len(want_seeds), "seeds")
             for v, s in zip(want_b, b, strict=True):
                 self.b_shares.setdefault(v, {})[client + 1] = s
             for v, s in zip(want_sk, sk, strict=True):
                 self.sk_shares.setdefault(v, {})[client + 1] = s
+            for v, s in zip(want_seeds, seeds, strict=True):
+                self.pair_seeds[(client, v)] = s
             self.unmask_from.add(client)
         else:
             raise ProtocolViolationError(f"round {self.round_id}: not accepting messages now")
@@ -373,23 +443,13 @@ class _Server:
             out = {}
             for u in sorted(self.u2):
                 senders = [v for v in sorted(self.shares_in.get(u, {})) if v in self.u2]
+                self.relayed[u] = set(senders)
                 out[u] = wire.encode(_MASK_REQ, self.round_id, {
-                    "ids": np.asarray(senders, dtype=_IDS),
+                    "ids": _id_array(senders),
                     "ciphertexts": b"".join(self.shares_in[u][v] for v in senders)})
             return out
         if self.stage == 4:
-            self._need(len(self.u3), "the upload")
-            out = {}
-            dropped_all = self.u2 - self.u3
-            for u in sorted(self.u3):
-                nbrs = set(self.graph[u]) & self.u2
-                survivors = sorted((nbrs & self.u3) | {u})
-                dropped = sorted(nbrs & dropped_all)
-                self.requested[u] = (survivors, dropped)
-                out[u] = wire.encode(_UNMASK_REQ, self.round_id, {
-                    "survivors": np.asarray(survivors, dtype=_IDS),
-                    "dropped": np.asarray(dropped, dtype=_IDS)})
-            return out
+            return self._unmask_requests()
         if self.stage == 5:
             return self._finish()
         raise ProtocolViolationError(f"round {self.round_id} is finished")
@@ -406,10 +466,32 @@ class _Server:
                 raise ProtocolAbortError(f"round {self.round_id}: client {u} has only "
                                          f"{len(nbrs)} neighbours; threshold {threshold}.")
             out[u] = wire.encode(_SHARE_REQ, self.round_id, {
-                "ids": np.asarray(nbrs, dtype=_IDS),
+                "ids": _id_array(nbrs),
                 "c_pks": b"".join(self.keys[v][0] for v in nbrs),
                 "s_pks": b"".join(self.keys[v][1] for v in nbrs),
                 "threshold": threshold})
+        return out
+
+    def _one_sided(self) -> list[tuple[int, int]]:
+        """Pairs (u, v) of uploaders where u masked with v but v did not mask with u."""
+        return [(u, v) for u in sorted(self.u3) for v in sorted(self.peers[u])
+                if v in self.u3 and u not in self.peers[v]]
+
+    def _unmask_requests(self) -> dict[ClientId, bytes]:
+        self._need(len(self.u3), "the upload")
+        check_min_clients(len(self.u3), self.cfg.spec, f"round {self.round_id}")
+        seeds_from: dict[int, set[int]] = {}
+        for u, v in self._one_sided():  # v can give the pair seed it left out
+            seeds_from.setdefault(v, set()).add(u)
+        out = {}
+        for u in sorted(self.u3):
+            survivors = sorted((self.peers[u] & self.u3) | {u})
+            dropped = sorted(self.peers[u] - self.u3)
+            pairs = sorted(seeds_from.get(u, set()))
+            self.requested[u] = (survivors, dropped, pairs)
+            out[u] = wire.encode(_UNMASK_REQ, self.round_id, {
+                "survivors": _id_array(survivors), "dropped": _id_array(dropped),
+                "pair_seeds": _id_array(pairs)})
         return out
 
     def _finish(self) -> SumResult:
@@ -430,23 +512,36 @@ class _Server:
                         out=scratch)
             np.subtract(acc, scratch, out=acc)
         for v in sorted(self.u2 - self.u3):
+            masked_with = [u for u in sorted(self.u3) if v in self.peers[u]]
+            if not masked_with:
+                continue  # nobody put a pair mask with v into the sum: nothing to remove
             shares = self.sk_shares.get(v, {})
             if len(shares) < t:
                 raise ProtocolAbortError(
                     f"round {self.round_id}: {len(shares)} holders returned shares of dropped "
                     f"client {v}'s key; {t} are needed.")
             sk = X25519PrivateKey.from_private_bytes(shamir.reconstruct(shares, t))
-            if _raw_public(sk) != self.keys[v][1]:
+            if public_bytes(sk) != self.keys[v][1]:
                 raise ProtocolAbortError(f"round {self.round_id}: the key shares of client {v} "
                                          "do not match its advertised key.")
-            for u in sorted(set(self.graph[v]) & self.u3):
-                seed = _kdf(sk.exchange(X25519PublicKey.from_public_bytes(self.keys[u][1])),
-                            b"mask", self.round_id)
+            for u in masked_with:
+                seed = _kdf(exchange(sk, self.keys[u][1], f"client {u}'s s_pk"), b"mask",
+                            self.round_id)
                 _apply_pair_mask(acc, seed, u, v, self.round_id, scratch, remove=True)
+        for u, v in self._one_sided():
+            revealed = self.pair_seeds.get((v, u))
+            if revealed is None:
+                raise ProtocolAbortError(
+                    f"round {self.round_id}: client {u} masked with client {v}, which could not "
+                    f"confirm {u}'s keys and did not return the pair seed.")
+            _apply_pair_mask(acc, revealed, u, v, self.round_id, scratch, remove=True)
         total = self.cfg.ring.decode(acc)
         self.stage = 6
+        contributors = tuple(sorted(self.u3))
+        check_total_weight(float(total[-1]), len(contributors), self.cfg.spec,
+                           self.cfg.ring.resolution, f"round {self.round_id}")
         return SumResult(weighted_sum=total[:-1], total_weight=float(total[-1]),
-                         contributors=tuple(sorted(self.u3)))
+                         contributors=contributors)
 
 
 class _Process:

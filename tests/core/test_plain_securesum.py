@@ -7,6 +7,7 @@ from privfl.core.securesum import PlainSecureSum, SecureSum
 from privfl.core.spec import Contribution, ValueSpec
 from privfl.core.transport import InMemoryTransport, RandomDropout
 from privfl.errors import (
+    BoundViolationError,
     ConfigurationError,
     MalformedMessageError,
     ProtocolAbortError,
@@ -48,9 +49,9 @@ def test_client_validates_its_input() -> None:
     client = process.client_session(0)
     with pytest.raises(ShapeMismatchError):
         client.step(req[0], Contribution(np.zeros(5, np.float32)))
-    with pytest.raises(ConfigurationError, match="l2_bound"):
+    with pytest.raises(BoundViolationError, match="l2_bound"):
         client.step(req[0], Contribution(np.ones(4, np.float32)))
-    with pytest.raises(ConfigurationError, match="weight"):
+    with pytest.raises(BoundViolationError, match="weight"):
         client.step(req[0], Contribution(np.zeros(4, np.float32), weight=2.0))
     with pytest.raises(MalformedMessageError):
         client.step(b"junk", Contribution(np.zeros(4, np.float32)))

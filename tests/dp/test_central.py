@@ -63,14 +63,24 @@ def test_fixed_denominator_estimate_and_event_per_round() -> None:
     ledger = PrivacyLedger(delta=1e-5)
     dp = CentralDP(noise_multiplier=1e-9, clipping=FixedClipping(100.0), ledger=ledger,
                    rng=np.random.default_rng(0))
-    fa = FedAvg(model=_model(), data=data, client_update=_FixedDeltas(deltas),
+    trained: list[int] = []
+
+    class Counting(_FixedDeltas):
+        def train(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            trained.append(kwargs.get("client_id", args[5]))
+            return super().train(*args, **kwargs)
+
+    fa = FedAvg(model=_model(), data=data, client_update=Counting(deltas),
                 config=FedAvgConfig(rounds=4, sampler=PoissonSampling(0.5), seed=1), hooks=dp)
     theta = fa.params.copy()
     h = fa.run()
     # Each round adds Σ Δ / (q·N) with (almost) no noise: (#contributors / 3)·0.01
-    expected = sum(len(r.contributors) for r in h.rounds) / 3 * 0.01
+    expected = len(trained) / 3 * 0.01
     np.testing.assert_allclose(fa.params - theta, expected, atol=1e-4)
     assert ledger.rounds(dp.unit) == [1, 2, 3, 4]  # charged even when nobody was sampled
+    # the participants are not in the run's record: client-level DP withholds them
+    assert all(r.selected == [] and r.contributors == [] for r in h.rounds)
+    assert any("participation" in w for w in h.withheld)
 
 
 def test_fixed_size_sampling_needs_rdp_and_uses_replace_one() -> None:

@@ -37,8 +37,8 @@ def test_each_server_sees_only_a_uniform_share_and_upload_is_4_bytes() -> None:
     up = proc.client_session(0).step(req[0], Contribution(np.zeros(d)))
     assert 4.0 <= len(up) / d < 4.01
     server.receive(0, up)
-    for agg in server.aggs:  # an all-zero input: each server's share must look uniform
-        assert stats.kstest(agg.total.astype(np.float64) / 2**32, "uniform").pvalue > 1e-3
+    for total in server.totals:  # an all-zero input: each server's share must look uniform
+        assert stats.kstest(total.astype(np.float64) / 2**32, "uniform").pvalue > 1e-3
 
 
 def test_tampered_part_is_rejected_before_any_sum_changes() -> None:
@@ -52,7 +52,7 @@ def test_tampered_part_is_rejected_before_any_sum_changes() -> None:
     bad[3] ^= 1
     with pytest.raises(MalformedMessageError, match="authentication"):
         server.receive(0, wire.encode(_INPUT, 2, {**msg.values, "sealed_vector": bytes(bad)}))
-    assert all(not a.total.any() for a in server.aggs)
+    assert all(not t.any() for t in server.totals)
     with pytest.raises(MalformedMessageError, match="size"):
         server.receive(0, wire.encode(_INPUT, 2, {**msg.values, "sealed_seeds": b"x"}))
     server.receive(0, up)

@@ -24,7 +24,7 @@ from privfl.errors import (
 )
 from privfl.secagg import shamir
 from privfl.secagg.graph import harary_graph, plan_graph
-from privfl.secagg.pairwise import _UNMASK_REQ, PairwiseSecureSum, UnmaskRefusedError
+from privfl.secagg.pairwise import _MASKED, _UNMASK_REQ, PairwiseSecureSum, UnmaskRefusedError
 
 from ..core.contract import SecureSumContract
 from ..fuzzing import MUTATION, mutate
@@ -114,8 +114,7 @@ def test_masked_uploads_are_uniform_over_the_ring() -> None:
         def step(self, request, contribution):  # type: ignore[no-untyped-def]
             reply = self.inner.step(request, contribution)
             if wire.peek_kind(reply) == 35:
-                uploads.append(wire.decode(reply, wire.Schema(35, "m", (
-                    wire.Field(1, "y", wire.FieldType.ARRAY, dtype="<u4"),))).array("y"))
+                uploads.append(wire.decode(reply, _MASKED[32]).array("y"))
             return reply
 
     InMemoryTransport().run_round(server, {c: Spy(s) for c, s in sessions.items()},
@@ -166,10 +165,17 @@ def test_client_refuses_to_reveal_both_shares_of_a_peer() -> None:
             server.receive(c, sessions[c].step(r, Contribution(np.zeros(10))))
         req = server.step(())
     assert isinstance(req, dict)
+    none = np.array([], "<u4")
     greedy = wire.encode(_UNMASK_REQ, 2, {"survivors": np.array([0, 1, 2], "<u4"),
-                                          "dropped": np.array([1], "<u4")})
+                                          "dropped": np.array([1], "<u4"), "pair_seeds": none})
     with pytest.raises(UnmaskRefusedError, match="both"):
         sessions[0].step(greedy, None)
+    # a pair seed of a peer it masked with would unmask the client itself
+    seed_of_masked_peer = wire.encode(_UNMASK_REQ, 2, {"survivors": np.array([0], "<u4"),
+                                                       "dropped": none,
+                                                       "pair_seeds": np.array([1], "<u4")})
+    with pytest.raises(UnmaskRefusedError, match="did not mask with"):
+        sessions[1].step(seed_of_masked_peer, None)
     with pytest.raises(ProtocolViolationError):  # and it does not get a second chance
         sessions[0].step(req[0], None)
 
@@ -203,21 +209,23 @@ def test_bad_messages_are_rejected_before_touching_the_sum() -> None:
         server.receive(5, replies[1])
     req = server.step(())
     assert isinstance(req, dict)
-    with pytest.raises(MalformedMessageError, match="authentication"):
-        sessions[1].step(req[1], Contribution(np.zeros(8)))
-    # masked vector of the wrong length or ring
+    # the recipient cannot confirm client 0 and leaves it out of its masks
+    y1 = wire.decode(sessions[1].step(req[1], Contribution(np.zeros(8))), _MASKED[32])
+    assert list(y1.array("mask_peers")) == [2]
+    # masked vector of the wrong length or ring, or masked with peers it never heard of
     y = sessions[2].step(req[2], Contribution(np.zeros(8)))
-    wrong_len = wire.encode(wire.Schema(35, "m", (wire.Field(1, "y", wire.FieldType.ARRAY,
-                                                             dtype="<u4"),)),
-                            9, {"y": np.zeros(5, "<u4")})
-    wrong_ring = wire.encode(wire.Schema(36, "m", (wire.Field(1, "y", wire.FieldType.ARRAY,
-                                                              dtype="<u8"),)),
-                             9, {"y": np.zeros(9, "<u8")})
+    none = np.array([], "<u4")
+    wrong_len = wire.encode(_MASKED[32], 9, {"y": np.zeros(5, "<u4"), "mask_peers": none})
+    wrong_ring = wire.encode(_MASKED[64], 9, {"y": np.zeros(9, "<u8"), "mask_peers": none})
+    stranger = wire.encode(_MASKED[32], 9, {"y": np.zeros(9, "<u4"),
+                                            "mask_peers": np.array([7], "<u4")})
     before = server.acc.copy()
     with pytest.raises(MalformedMessageError, match="shape"):
         server.receive(2, wrong_len)
     with pytest.raises(MalformedMessageError):
         server.receive(2, wrong_ring)
+    with pytest.raises(MalformedMessageError, match="never received"):
+        server.receive(2, stranger)
     np.testing.assert_array_equal(server.acc, before)
     server.receive(2, y)
     other_round = proc.new_round(10, [0, 1, 2])
@@ -279,8 +287,10 @@ def test_fuzz_server_and_client_decoders(stage: int, pos: int, byte: int, op: st
                 sessions[1].step(bytes(b), Contribution(np.zeros(6)))
 
 
-def test_a_client_rejecting_a_corrupted_share_becomes_a_dropout() -> None:
-    """End to end: a sender corrupts one ciphertext; its recipient drops; the sum stays exact."""
+def test_a_share_corrupted_one_way_costs_one_pair_seed_not_the_sum() -> None:
+    """A sender corrupts one ciphertext: only its recipient notices. The recipient leaves that
+    pair mask out, the server sees the one-sided pair in the listed peers, the recipient gives
+    that single pair seed, and the sum over all clients is exact."""
     ss = PairwiseSecureSum()
     proc = ss.create(SPEC(5, 6))
     rng = np.random.default_rng(3)
@@ -292,7 +302,7 @@ def test_a_client_rejecting_a_corrupted_share_becomes_a_dropout() -> None:
 
         def step(self, request, contribution):  # type: ignore[no-untyped-def]
             reply = self.inner.step(request, contribution)
-            if wire.peek_kind(reply) == 33:  # shares: flip a byte of the first ciphertext
+            if wire.peek_kind(reply) == 33:  # shares: flip a byte of the last ciphertext
                 b = bytearray(reply)
                 b[-60] ^= 1
                 return bytes(b)
@@ -303,7 +313,7 @@ def test_a_client_rejecting_a_corrupted_share_becomes_a_dropout() -> None:
     sessions[0] = Corrupting(sessions[0])  # type: ignore[assignment]
     out = InMemoryTransport().run_round(server, sessions,
                                         {c: Contribution(vals[c]) for c in range(6)})
-    victims = [c for c, why in out.dropped.items() if "authentication" in why]
-    assert victims
-    ref = sum(vals[c] for c in out.result.contributors)
+    assert out.dropped == {}
+    assert server._one_sided() == [(0, 5)]  # type: ignore[attr-defined]
+    ref = sum(vals[c] for c in range(6))
     np.testing.assert_allclose(out.result.weighted_sum, ref, atol=1e-6)
