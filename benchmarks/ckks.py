@@ -38,15 +38,16 @@ def _privfl(values: list[np.ndarray], reps: int, workers: int) -> dict[str, Any]
     d, n = len(values[0]), len(values)
     ss = CKKSSecureSum(workers=workers)
     proc = ss.create(ValueSpec(length=d, max_clients=n, linf_bound=1.0))
+    side = ss.client(proc.client_config())
     clients = list(range(n))
     enc_t, uploads = [], []
     srv = proc.new_round(1, clients)
     req = srv.step(())
     assert isinstance(req, dict)
-    proc.client_session(0).step(req[0], Contribution(values[0], 1.0))  # start any workers
+    side.session(0).step(req[0], Contribution(values[0], 1.0))  # start any workers
     for c in clients:
         t = time.perf_counter()
-        uploads.append(proc.client_session(c).step(req[c], Contribution(values[c], 1.0)))
+        uploads.append(side.session(c).step(req[c], Contribution(values[c], 1.0)))
         enc_t.append(time.perf_counter() - t)
     sum_t, agg = [], b""
     for _ in range(reps):
@@ -63,7 +64,7 @@ def _privfl(values: list[np.ndarray], reps: int, workers: int) -> dict[str, Any]
     dec_t, reply = [], b""
     for _ in range(reps):
         t = time.perf_counter()
-        reply = proc.client_session(decryptor).step(agg, None)
+        reply = side.session(decryptor).step(agg, None)
         dec_t.append(time.perf_counter() - t)
     from privfl.core import wire
     from privfl.he.securesum import _DECRYPTED

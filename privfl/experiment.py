@@ -318,7 +318,7 @@ def _build(cfg: RunConfig) -> Any:
         cfg.secure)
     dp = build_dp(cfg, update, sampler, data.num_clients, ParamSpec.from_module(model).dim,
                   secure_sum)
-    hooks = dp.hooks
+    stages = dp.stages
     if hasattr(secure_sum, "plan"):
         per_round = sampler.max_clients(data.num_clients)
         plan = secure_sum.plan(per_round)
@@ -329,8 +329,8 @@ def _build(cfg: RunConfig) -> Any:
     if cfg.secure is not SecureName.PLAIN:
         from privfl.core.bounds import CoordinateClip
 
-        if hooks is None:  # bounded encodings; client-level DP bounds the values already
-            hooks = CoordinateClip(cfg.update_bound)
+        if stages is None:  # bounded encodings; client-level DP bounds the values already
+            stages = CoordinateClip(cfg.update_bound)
             dp.notes.append(f"Each coordinate of each update was clipped to ±{cfg.update_bound:g} "
                             f"so that the {cfg.secure.value} sum cannot overflow (no privacy "
                             "effect).")
@@ -338,7 +338,7 @@ def _build(cfg: RunConfig) -> Any:
                   config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
                                       weighting=cfg.resolved_weighting),
                   server_optimizer=server_opt, secure_sum=secure_sum,
-                  transport=InMemoryTransport(dropout), hooks=hooks), dp
+                  transport=InMemoryTransport(dropout), stages=stages), dp
 
 
 def _secure_sum(name: SecureName) -> Any:

@@ -5,7 +5,7 @@
 * :func:`dp_fedavg` — client-level DP (DP-FedAvg) with fixed or adaptive clipping, σ calibrated
   over the planned rounds for the client sampling scheme.
 
-Each returns a :class:`DPPlan`: the client update and round hooks to hand to
+Each returns a :class:`DPPlan`: the client update and aggregation stages to hand to
 :class:`~privfl.core.fedavg.FedAvg`, the ledger that records every DP event (with a budget equal
 to the target, checked before each round), and :meth:`DPPlan.report`.
 """
@@ -40,7 +40,7 @@ class DPPlan:
     """The DP pieces of a run and how to report on them."""
 
     client_update: Any
-    hooks: Any = None
+    stages: Any = None
     ledger: PrivacyLedger | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -54,8 +54,10 @@ class DPPlan:
             return PrivacyReport(delta=math.nan, accountant="none", units=[],
                                  trust_assumptions=[_trust_dict(trust)], notes=notes)
         withheld = list(history.withheld) if history is not None else []
-        scopes = [c.scope(withheld) for c in (self.client_update, self.hooks)
-                  if hasattr(c, "scope")]
+        from privfl.core.stages import expand
+
+        parts = [self.client_update, *expand(self.stages)]
+        scopes = [c.scope(withheld) for c in parts if hasattr(c, "scope")]
         return PrivacyReport.from_ledger(self.ledger, trust_assumptions=[_trust_dict(trust)],
                                          notes=notes, scopes=scopes)
 
@@ -160,14 +162,14 @@ def dp_fedavg(*, client_update: ClientUpdate, sampler: ClientSampler, num_client
                                     clipped_count_stddev=clipped_count_stddev)
     else:
         clipping = FixedClipping(clip_norm or 1.0)
-    hooks = CentralDP(noise_multiplier=noise_multiplier, clipping=clipping, ledger=ledger,
+    stages = CentralDP(noise_multiplier=noise_multiplier, clipping=clipping, ledger=ledger,
                       rng=rng)
     notes.append("Client-level DP: the unit is one client's whole data set. The server is "
                  "trusted to add the noise and to keep each round's sample secret; the guarantee "
                  "covers the released models. The average uses a fixed denominator (expected "
                  "number of clients), so it does not depend on how many took part; client "
                  "weights are uniform.")
-    return DPPlan(client_update=client_update, hooks=hooks, ledger=ledger, notes=notes)
+    return DPPlan(client_update=client_update, stages=stages, ledger=ledger, notes=notes)
 
 
 def distributed_dp(*, client_update: ClientUpdate, secure_sum: Any, sampler: ClientSampler,
@@ -213,10 +215,10 @@ def distributed_dp(*, client_update: ClientUpdate, secure_sum: Any, sampler: Cli
                      f"{rounds} rounds end at ε ≤ {target_epsilon:g}, δ={delta:g}.")
     budgets = {UnitKind.CLIENT: Budget(target_epsilon, delta)} if target_epsilon else {}
     ledger = PrivacyLedger(delta=delta, accountant=Accountant.RDP, budgets=budgets)
-    hooks = DistributedDP(noise_multiplier=noise_multiplier, clip_norm=clip_norm, ledger=ledger,
+    stages = DistributedDP(noise_multiplier=noise_multiplier, clip_norm=clip_norm, ledger=ledger,
                           secure_sum=secure_sum, min_clients_fraction=min_clients_fraction,
                           rng=rng)
-    return DPPlan(client_update=client_update, hooks=hooks, ledger=ledger, notes=notes)
+    return DPPlan(client_update=client_update, stages=stages, ledger=ledger, notes=notes)
 
 
 def build_dp(cfg: Any, update: ClientUpdate, sampler: ClientSampler, num_clients: int,

@@ -143,6 +143,10 @@ class PrivacyLedger:
         self._books: dict[PrivacyUnit, _UnitBook] = {}
         self._cache: dict[tuple[Any, ...], float] = {}
 
+    def empty_like(self) -> PrivacyLedger:
+        """A new, empty ledger with the same δ, accountant and budgets (for another party)."""
+        return PrivacyLedger(delta=self.delta, accountant=self.accountant, budgets=self.budgets)
+
     # --- accounting ---------------------------------------------------------------------
     def _eps(self, counts: Mapping[Any, int], relation: NeighboringRelation,
              accountant: Accountant, pld_interval: float = PLD_INTERVAL) -> float:

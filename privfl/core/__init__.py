@@ -15,11 +15,9 @@ if TYPE_CHECKING:
         evaluate,
     )
     from privfl.core.fedavg import (
+        Execution,
         FedAvg,
         FedAvgConfig,
-        FederationInfo,
-        RoundGuard,
-        RoundHooks,
     )
     from privfl.core.history import (
         History,
@@ -28,9 +26,19 @@ if TYPE_CHECKING:
     from privfl.core.params import (
         ParamSpec,
     )
+    from privfl.core.release import (
+        ReleasePolicy,
+        Withheld,
+    )
     from privfl.core.ring import (
         RingEncoding,
         ring_for,
+    )
+    from privfl.core.roles import (
+        ClientRole,
+        ServerRole,
+        ServerRound,
+        Trainer,
     )
     from privfl.core.sampling import (
         ClientSampler,
@@ -38,6 +46,7 @@ if TYPE_CHECKING:
         PoissonSampling,
     )
     from privfl.core.securesum import (
+        ClientProcess,
         ClientSession,
         PlainSecureSum,
         SecureSum,
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
         ServerSession,
         TrustAssumption,
         Visibility,
+        client_process,
     )
     from privfl.core.server_opt import (
         FedAdagrad,
@@ -56,12 +66,23 @@ if TYPE_CHECKING:
     from privfl.core.spec import (
         ClientId,
         Contribution,
+        LazyContribution,
         SumResult,
         ValueSpec,
     )
+    from privfl.core.stages import (
+        Aggregate,
+        ClientChain,
+        ClientStage,
+        FederationInfo,
+        ServerStage,
+        StageChain,
+    )
     from privfl.core.transport import (
+        ClientPool,
         DropoutPolicy,
         InMemoryTransport,
+        LocalClients,
         NoDropout,
         RandomDropout,
         RoundOutcome,
@@ -72,13 +93,20 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "Aggregate",
+    "ClientChain",
     "ClientId",
+    "ClientPool",
+    "ClientProcess",
     "ClientResult",
+    "ClientRole",
     "ClientSampler",
     "ClientSession",
+    "ClientStage",
     "ClientUpdate",
     "Contribution",
     "DropoutPolicy",
+    "Execution",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -90,27 +118,35 @@ __all__ = [
     "FixedSizeSampling",
     "History",
     "InMemoryTransport",
+    "LazyContribution",
+    "LocalClients",
     "LocalSGD",
     "NoDropout",
     "ParamSpec",
     "PlainSecureSum",
     "PoissonSampling",
     "RandomDropout",
+    "ReleasePolicy",
     "RingEncoding",
-    "RoundGuard",
-    "RoundHooks",
     "RoundOutcome",
     "RoundRecord",
     "ScheduledDropout",
     "SecureSum",
     "SecureSumProcess",
     "ServerOptimizer",
+    "ServerRole",
+    "ServerRound",
     "ServerSession",
+    "ServerStage",
+    "StageChain",
     "SumResult",
+    "Trainer",
     "TrustAssumption",
     "ValueSpec",
     "Visibility",
     "Weighting",
+    "Withheld",
+    "client_process",
     "evaluate",
     "ring_for",
 ]
@@ -127,8 +163,7 @@ _EXPORTS = {
     "FedAdam": "privfl.core.server_opt",
     "FedAvg": "privfl.core.fedavg",
     "FedAvgConfig": "privfl.core.fedavg",
-    "FederationInfo": "privfl.core.fedavg",
-    "RoundGuard": "privfl.core.fedavg",
+    "FederationInfo": "privfl.core.stages",
     "FedAvgServer": "privfl.core.server_opt",
     "FedProx": "privfl.core.client",
     "FedYogi": "privfl.core.server_opt",
@@ -143,7 +178,6 @@ _EXPORTS = {
     "RandomDropout": "privfl.core.transport",
     "RingEncoding": "privfl.core.ring",
     "ring_for": "privfl.core.ring",
-    "RoundHooks": "privfl.core.fedavg",
     "RoundOutcome": "privfl.core.transport",
     "RoundRecord": "privfl.core.history",
     "ScheduledDropout": "privfl.core.transport",
@@ -157,6 +191,23 @@ _EXPORTS = {
     "Visibility": "privfl.core.securesum",
     "Weighting": "privfl.core.weighting",
     "evaluate": "privfl.core.client",
+    "Aggregate": "privfl.core.stages",
+    "ClientChain": "privfl.core.stages",
+    "ClientStage": "privfl.core.stages",
+    "ServerStage": "privfl.core.stages",
+    "StageChain": "privfl.core.stages",
+    "ClientPool": "privfl.core.transport",
+    "LocalClients": "privfl.core.transport",
+    "ClientProcess": "privfl.core.securesum",
+    "client_process": "privfl.core.securesum",
+    "ClientRole": "privfl.core.roles",
+    "ServerRole": "privfl.core.roles",
+    "ServerRound": "privfl.core.roles",
+    "Trainer": "privfl.core.roles",
+    "Execution": "privfl.core.fedavg",
+    "LazyContribution": "privfl.core.spec",
+    "ReleasePolicy": "privfl.core.release",
+    "Withheld": "privfl.core.release",
 }
 
 __getattr__ = lazy_getattr("privfl.core", _EXPORTS)

@@ -1,49 +1,77 @@
-"""The FedAvg driver (McMahan et al. 2017): pluggable client updates, secure sums, optimizers.
+"""The FedAvg simulator (McMahan et al. 2017): a server role and client roles, bytes between.
 
 One round r:
 
-1. sample participants S_r (Poisson rate q or fixed size k, seeded);
-2. each k ∈ S_r trains from θ and produces Δₖ = θₖ − θ (:class:`~privfl.core.client.ClientUpdate`);
-3. each sends wₖΔₖ and wₖ through the secure sum (wₖ = nₖ / max nⱼ, or 1 for uniform weights);
-4. the server obtains Σ wₖΔₖ and Σ wₖ over the survivors, forms Δ̄ = Σ wₖΔₖ / Σ wₖ and applies
-   its optimizer θ ← opt(θ, Δ̄);
-5. the new global model is evaluated on the test set.
+1. the server role samples participants S_r (Poisson rate q or fixed size k) and checks the
+   privacy budgets;
+2. it sends each k ∈ S_r the global model θ, the aggregation stages' client configuration and
+   the secure sum's first request (one ``round.start`` message);
+3. each client trains from θ when the secure sum asks for its input, runs the stages' client
+   halves on Δₖ = θₖ − θ (clipping, noise shares) and sends wₖxₖ and wₖ through the secure sum
+   (wₖ = nₖ / max nⱼ, or 1 for uniform weights);
+4. the server role obtains Σ wₖxₖ and Σ wₖ, runs the stages' server halves (central noise, the
+   fixed denominator, adaptive clipping) and applies its optimizer θ ← opt(θ, Δ̄);
+5. the new global model is evaluated on the server's test set.
 
-The driver knows nothing of the privacy layers: they plug in as a client update (DP-SGD), as a
-secure sum, or as :class:`RoundHooks` around the aggregation (clipping, central noise, budgets).
-Privacy components also declare a :class:`~privfl.core.release.ReleasePolicy`: the driver then
-draws client sampling from the CSPRNG and keeps out of the :class:`History` what their ledgers
-do not account for (exact training losses, participant lists).
+:class:`FedAvg` is the simulator: it builds a :class:`~privfl.core.roles.ServerRole` and one
+:class:`~privfl.core.roles.ClientRole` per client and carries their messages with a transport —
+in this process, or over worker processes or Ray actors (:class:`Execution`). The roles share no
+object; the driver's memory is O(d) whatever the number of clients (clients train only when their
+input is asked for, and replies stream into the server's running sum).
+
+Privacy components declare a :class:`~privfl.core.release.ReleasePolicy`: client sampling comes
+from the CSPRNG, and the :class:`History` keeps out what their ledgers do not account for
+(exact training losses, participant lists).
 """
 
 from __future__ import annotations
 
-import math
+import enum
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from torch import nn
 
-from privfl._csprng import RandomSource, SecureRandom
 from privfl._validation import require_int
-from privfl.core.client import ClientResult, ClientUpdate, evaluate
+from privfl.core.client import ClientUpdate, evaluate
 from privfl.core.history import History, RoundRecord
 from privfl.core.params import ParamSpec
-from privfl.core.release import merge_policies, redact
+from privfl.core.release import PrivacyComponent, ReleasePolicy, redact
+from privfl.core.roles import PrivateUpdate, ServerRole
 from privfl.core.sampling import ClientSampler
 from privfl.core.securesum import PlainSecureSum, SecureSum
 from privfl.core.server_opt import FedAvgServer, ServerOptimizer
-from privfl.core.spec import ClientId, Contribution, SumResult, ValueSpec
+from privfl.core.simulation import (
+    ClientFactory,
+    ProcessClients,
+    RayClients,
+    SequentialClients,
+)
+from privfl.core.spec import ClientId
+from privfl.core.stages import FederationInfo
 from privfl.core.transport import InMemoryTransport
 from privfl.core.weighting import Weighting, client_weights
 from privfl.data.dataset import FederatedDataset
-from privfl.errors import ProtocolAbortError
+from privfl.errors import BudgetExceededError, ProtocolAbortError
 
-__all__ = ["FedAvg", "FedAvgConfig", "FederationInfo", "RoundGuard", "RoundHooks"]
+__all__ = ["Evaluator", "Execution", "FedAvg", "FedAvgConfig", "FederationInfo"]
+
+
+class Execution(enum.Enum):
+    """Where the simulated clients run."""
+
+    SEQUENTIAL = "sequential"
+    """In this process, one after another."""
+    PROCESSES = "processes"
+    """In worker processes, in parallel (one per core by default)."""
+    RAY = "ray"
+    """In Ray actors (needs Ray: ``pip install privfl[flower]``)."""
+    AUTO = "auto"
+    """Ray when it is installed, worker processes otherwise."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +82,8 @@ class FedAvgConfig:
         rounds: Number of rounds R ≥ 1.
         sampler: Client sampling scheme.
         weighting: Weight clients by their number of examples or uniformly.
-        seed: Seed of the simulation randomness (sampling, batch order).
+        seed: Seed of the simulation randomness (sampling when no privacy layer asks for the
+            CSPRNG, and local batch order, mixed with each client's id and the round).
         eval_every: Evaluate the global model every this many rounds (and after the last).
         secure_sampling: Draw client sampling from the OS-seeded CSPRNG even when no privacy
             component asks for it (client-level DP asks: a sample replayable from ``seed``
@@ -74,69 +103,30 @@ class FedAvgConfig:
         require_int("eval_every", self.eval_every, minimum=1)
 
 
-@dataclass(frozen=True, slots=True)
-class FederationInfo:
-    """What the aggregation hooks may know about the federation (all public to the server).
+def _default_workers() -> int:
+    from privfl.he.parallel import default_workers
 
-    Attributes:
-        num_clients: Population size N.
-        weights: Each client's weight wₖ ∈ (0, 1].
-        sampler: The client sampling scheme.
-        rounds: Planned number of rounds.
-    """
-
-    num_clients: int
-    weights: npt.NDArray[np.float64]
-    sampler: ClientSampler
-    rounds: int
-
-
-@runtime_checkable
-class RoundGuard(Protocol):
-    """Anything that may veto a round before it runs (privacy budgets)."""
-
-    def before_round(self, round_id: int, selected: list[ClientId]) -> None:
-        """Raise :class:`~privfl.errors.BudgetExceededError` to stop before ``round_id``."""
-        ...
-
-
-class RoundHooks(RoundGuard, Protocol):
-    """Extension points around aggregation (used by the DP layer)."""
-
-    def setup(self, spec: ValueSpec, info: FederationInfo) -> ValueSpec:
-        """Return the spec handed to the secure sum (for example with the clip bound set)."""
-        ...
-
-    def client_value(self, round_id: int, client: ClientId,
-                     delta: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Transform a client's delta before the secure sum (for example clipping)."""
-        ...
-
-    def after_sum(self, round_id: int, result: SumResult,
-                  record: RoundRecord) -> npt.NDArray[np.float64] | None:
-        """Turn the secure-sum result into the averaged delta (for example add noise).
-
-        Called with an empty result (no contributors) for a round in which no client was
-        sampled, so that a DP release still happens as the accounting assumes; a hook that
-        has nothing to release then returns ``None`` and the model stays unchanged.
-        """
-        ...
+    return default_workers()
 
 
 @dataclass
 class FedAvg:
-    """Simulates federated training of ``model`` over ``data``.
+    """Simulates federated training of ``model`` over ``data`` with two roles.
 
     Attributes:
         model: The model architecture; its current weights are the initial global model. The
-            same object is reused for every client's local training.
+            server evaluates with it; every client trains its own copy.
         data: Per-client training sets and the server's test set.
-        client_update: What a client does each round.
+        client_update: What a client does each round (clients get a copy without server-side
+            references).
         config: Rounds, sampling, weighting, seed.
         server_optimizer: Applied to the averaged delta (default: FedAvg with η = 1).
-        secure_sum: How deltas are summed (default: plain).
-        transport: Carries secure-sum messages (default: in-memory, no dropouts).
-        hooks: Optional privacy hooks around the aggregation.
+        secure_sum: How values are summed (default: plain).
+        transport: Carries the messages (default: in-memory, no dropouts).
+        stages: Aggregation stages or stage groups, outermost first (clipping, central or
+            distributed noise, coordinate clipping for bounded sums).
+        execution: Where the simulated clients run.
+        workers: Worker processes or actors for parallel execution (0: one per core).
     """
 
     model: nn.Module
@@ -146,54 +136,110 @@ class FedAvg:
     server_optimizer: ServerOptimizer = field(default_factory=FedAvgServer)
     secure_sum: SecureSum = field(default_factory=PlainSecureSum)
     transport: InMemoryTransport = field(default_factory=InMemoryTransport)
-    hooks: RoundHooks | None = None
+    stages: Any = None
+    execution: Execution = Execution.SEQUENTIAL
+    workers: int = 0
 
     def __post_init__(self) -> None:
         self.spec = ParamSpec.from_module(self.model)
-        self.params: npt.NDArray[np.float32] = self.spec.to_vector(self.model.state_dict())
         n = self.data.num_clients
-        self._weights = client_weights([len(c) for c in self.data.clients],
-                                       self.config.weighting)
-        vspec = ValueSpec(length=self.spec.dim, max_clients=self.config.sampler.max_clients(n),
-                          max_weight=1.0)
-        if self.hooks is not None:
-            info = FederationInfo(num_clients=n, weights=self._weights,
-                                  sampler=self.config.sampler, rounds=self.config.rounds)
-            vspec = self.hooks.setup(vspec, info)
-        self.value_spec = vspec
-        self._process = self.secure_sum.create(vspec)
-        self._rng = np.random.default_rng(self.config.seed)
-        self.release_policy = merge_policies([self.hooks, self.client_update])
-        secure = self.release_policy.secure_sampling or self.config.secure_sampling
-        self._sampling_rng: RandomSource = SecureRandom() if secure else self._rng
+        sizes = [len(c) for c in self.data.clients]
+        update = self.client_update
+        policy = update.release_policy() if isinstance(update, PrivacyComponent) \
+            else ReleasePolicy()
+        private = isinstance(update, PrivateUpdate) and update.ledger is not None
+        self.server = ServerRole(
+            param_spec=self.spec, params=self.spec.to_vector(self.model.state_dict()),
+            sampler=self.config.sampler, num_clients=n, rounds=self.config.rounds,
+            server_optimizer=self.server_optimizer, stages=list(_as_list(self.stages)),
+            weights=client_weights(sizes, self.config.weighting),
+            weighting=self.config.weighting, weight_cap=float(max(sizes)),
+            seed=self.config.seed, secure_sampling=self.config.secure_sampling,
+            example_ledger=update.ledger if private else None,  # type: ignore[attr-defined]
+            example_guard=update if private else None, policy=policy,
+            evaluate=Evaluator(self.spec, self.model, self.data.test))
+        self.value_spec = self.server.configure(self.secure_sum)
+        self.release_policy = self.server.policy
+        self._clients: Any = None
+
+    # --- the client side ---------------------------------------------------------------------
+    def _factory(self, exported: bool) -> ClientFactory:
+        update = self.client_update
+        client_side = update.client_copy() if hasattr(update, "client_copy") else update
+        template = update.ledger if isinstance(update, PrivateUpdate) else None
+        provisioner = getattr(self.secure_sum, "client_secrets", None)
+        keys = provisioner() if provisioner is not None else None
+        factory = ClientFactory(data=self.data, model=self.model, client_update=client_side,
+                                ledger_template=template, seed=self.config.seed)
+        if keys is not None:
+            if exported:
+                factory.exported_secrets = (
+                    keys.params, keys.export_secret(i_understand_this_reveals_the_key=True))
+            else:
+                factory.secrets_object = keys
+        return factory
+
+    def _pool(self) -> Any:
+        if self._clients is None:
+            ids = list(range(self.data.num_clients))
+            mode = self.execution
+            if mode is Execution.AUTO:
+                try:
+                    import ray  # noqa: F401
+                except ImportError:
+                    mode = Execution.PROCESSES
+                else:
+                    mode = Execution.RAY
+            workers = self.workers or _default_workers()
+            if mode is Execution.SEQUENTIAL:
+                self._clients = SequentialClients(self._factory(exported=False), ids)
+            elif mode is Execution.PROCESSES:
+                self._clients = ProcessClients(self._factory(exported=True), ids, workers)
+            else:
+                self._clients = RayClients(self._factory(exported=True), ids, workers)
+        return self._clients
+
+    def close(self) -> None:
+        """Stop worker processes or actors (a sequential run has none)."""
+        if self._clients is not None:
+            self._clients.close()
+            self._clients = None
+
+    # --- the run --------------------------------------------------------------------------------
+    @property
+    def params(self) -> npt.NDArray[np.float32]:
+        """The current global model (the server role's)."""
+        return self.server.params
+
+    def _evaluate_params(self, params: npt.NDArray[np.float32]) -> tuple[float, float]:
+        if self.server.evaluate is None:
+            return float("nan"), float("nan")
+        return self.server.evaluate(params)
 
     def run(self, *, on_round: Callable[[RoundRecord], None] | None = None) -> History:
         """Run all rounds and return the :class:`History`.
 
         A round whose secure sum aborts (too few survivors) leaves the model unchanged and is
-        recorded with the reason; a :class:`~privfl.errors.BudgetExceededError` from the hooks
-        stops the run cleanly, recorded in ``History.stopped_early``.
+        recorded with the reason; a :class:`~privfl.errors.BudgetExceededError` from a stage
+        or a client budget stops the run cleanly, recorded in ``History.stopped_early``.
         """
-        from privfl.errors import BudgetExceededError
-
         history = History(withheld=[w.reason for w in sorted(self.release_policy.withheld,
                                                              key=lambda w: w.value)])
-        self.spec.load_into(self.model, self.params)
-        history.initial_loss, history.initial_accuracy = evaluate(self.model, self.data.test)
-        population = list(range(self.data.num_clients))
-        for r in range(1, self.config.rounds + 1):
-            selected = self.config.sampler.sample(population, self._sampling_rng)
-            try:
-                for guard in (self.hooks, self.client_update):
-                    if isinstance(guard, RoundGuard):
-                        guard.before_round(r, selected)
-            except BudgetExceededError as exc:
-                history.stopped_early = f"before round {r}: {exc}"
-                break
-            record = self.run_round(r, selected)
-            history.append(record)
-            if on_round is not None:
-                on_round(record)
+        history.initial_loss, history.initial_accuracy = self._evaluate_params(self.params)
+        try:
+            for r in range(1, self.config.rounds + 1):
+                selected = self.server.sample(r)
+                try:
+                    self.server.guard(r, selected)
+                except BudgetExceededError as exc:
+                    history.stopped_early = f"before round {r}: {exc}"
+                    break
+                record = self.run_round(r, selected)
+                history.append(record)
+                if on_round is not None:
+                    on_round(record)
+        finally:
+            self.close()
         return history
 
     def run_round(self, round_id: int, selected: list[ClientId]) -> RoundRecord:
@@ -203,72 +249,62 @@ class FedAvg:
         """
         t0 = time.perf_counter()
         record = RoundRecord(round_id=round_id, selected=list(selected))
-        self._round(record, round_id, selected, t0)
+        needed = self.value_spec.min_clients
+        if len(selected) < needed:
+            released = not selected and self.server.close_round(round_id, None, record)
+            if not released:
+                record.aborted = ("no client was sampled" if not selected else
+                                  f"{len(selected)} clients were sampled; the sum is released "
+                                  f"only with at least {needed}")
+        else:
+            self._exchange(record, round_id, selected)
+        record.seconds["exchange"] = time.perf_counter() - t0
         self._evaluate(record, round_id, t0)
         redact(record, self.release_policy)
         return record
 
-    def _round(self, record: RoundRecord, round_id: int, selected: list[ClientId],
-               t0: float) -> None:
-        needed = self.value_spec.min_clients
-        if len(selected) < needed:
-            avg = None
-            if not selected and self.hooks is not None:  # a DP release despite an empty sample
-                empty = SumResult(weighted_sum=np.zeros(self.value_spec.length),
-                                  total_weight=0.0, contributors=())
-                avg = self.hooks.after_sum(round_id, empty, record)
-            if avg is None:
-                record.aborted = ("no client was sampled" if not selected else
-                                  f"{len(selected)} clients were sampled; the sum is released "
-                                  f"only with at least {needed}")
-            else:
-                self.params = self.server_optimizer.step(self.params, avg)
-            return
-        results = {c: self._train_client(c, round_id) for c in selected}
-        losses = [res.train_loss for res in results.values() if math.isfinite(res.train_loss)]
-        record.train_loss = float(np.mean(losses)) if losses else math.nan
-        t1 = time.perf_counter()
-        contributions = self._contributions(round_id, results)
-        server = self._process.new_round(round_id, selected)
-        sessions = {c: self._process.client_session(c) for c in selected}
+    def _exchange(self, record: RoundRecord, round_id: int, selected: list[ClientId]) -> None:
+        server_round = self.server.open_round(round_id, selected)
         try:
-            outcome = self.transport.run_round(server, sessions, contributions)
+            outcome = self.transport.run(server_round, self._pool())
         except ProtocolAbortError as exc:
             record.aborted = str(exc)
             record.dropped = {c: "round aborted" for c in selected}
-        else:
-            record.dropped = dict(outcome.dropped)
-            record.contributors = list(outcome.result.contributors)
-            record.bytes_up, record.bytes_down = outcome.bytes_up, outcome.bytes_down
-            record.bytes_down += 4 * self.spec.dim * len(selected)  # model broadcast
-            avg = (outcome.result.mean() if self.hooks is None
-                   else self.hooks.after_sum(round_id, outcome.result, record))
-            if avg is None:
-                record.aborted = "the aggregation released nothing this round"
-            else:
-                self.params = self.server_optimizer.step(self.params, avg)
-        record.seconds["train"] = t1 - t0
-        record.seconds["aggregate"] = time.perf_counter() - t1
-
-    def _train_client(self, client: ClientId, round_id: int) -> ClientResult:
-        return self.client_update.train(self.model, self.spec, self.params,
-                                        self.data.clients[client], self._rng, client, round_id)
-
-    def _contributions(self, round_id: int,
-                       results: Mapping[ClientId, ClientResult]) -> dict[ClientId, Contribution]:
-        out = {}
-        for c, res in results.items():
-            delta = res.delta
-            if self.hooks is not None and np.isfinite(delta).all():
-                delta = self.hooks.client_value(round_id, c, delta)
-            out[c] = Contribution(delta, float(self._weights[c]))
-        return out
+            return
+        record.dropped = dict(outcome.dropped)
+        record.contributors = list(outcome.result.contributors)
+        record.bytes_up, record.bytes_down = outcome.bytes_up, outcome.bytes_down
+        if server_round.losses:
+            record.train_loss = float(np.mean(server_round.losses))
+        if not self.server.close_round(round_id, outcome.result, record):
+            record.aborted = "the aggregation released nothing this round"
 
     def _evaluate(self, record: RoundRecord, round_id: int, t0: float) -> None:
         t = time.perf_counter()
         last = round_id == self.config.rounds
         if round_id % self.config.eval_every == 0 or last:
-            self.spec.load_into(self.model, self.params)
-            record.test_loss, record.test_accuracy = evaluate(self.model, self.data.test)
+            record.test_loss, record.test_accuracy = self._evaluate_params(self.params)
         record.seconds["evaluate"] = time.perf_counter() - t
         record.seconds["total"] = time.perf_counter() - t0
+
+
+@dataclass
+class Evaluator:
+    """The server's evaluation: its model instance and its test set (server side only)."""
+
+    spec: ParamSpec
+    model: nn.Module
+    test: Any
+
+    def __call__(self, params: npt.NDArray[np.float32]) -> tuple[float, float]:
+        """Loss and accuracy of ``params`` on the test set."""
+        self.spec.load_into(self.model, params)
+        return evaluate(self.model, self.test)
+
+
+def _as_list(stages: Any) -> list[Any]:
+    if stages is None:
+        return []
+    if isinstance(stages, (list, tuple)):
+        return list(stages)
+    return [stages]

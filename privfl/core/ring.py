@@ -31,7 +31,7 @@ from privfl._validation import require_positive
 from privfl.core.spec import ValueSpec
 from privfl.errors import BoundViolationError, ConfigurationError, EncodingOverflowError
 
-__all__ = ["RingEncoding", "ring_for"]
+__all__ = ["RingEncoding", "ring_for", "rounding_rng"]
 
 
 def _float_down(x: Fraction) -> float:
@@ -104,6 +104,19 @@ class RingEncoding:
         signed = ring_sum.astype(np.int32 if self.bits == 32 else np.int64)
         out: npt.NDArray[np.float64] = signed.astype(np.float64) * 2.0**-self.frac_bits
         return out
+
+
+def rounding_rng(seed: int | None, round_id: int, client: int) -> np.random.Generator:
+    """The dither of stochastic rounding: fresh OS randomness, or (simulation) seeded.
+
+    The dither only decides the last fixed-point bit of each value; a seed makes a simulated
+    sum bit-identical across runs and transports. It protects nothing secret either way.
+    """
+    import secrets
+
+    if seed is None:
+        return np.random.default_rng(secrets.randbits(128))
+    return np.random.default_rng([seed, round_id, client])
 
 
 def _largest_frac_bits(total: Fraction, limit: int, cap: int) -> int | None:

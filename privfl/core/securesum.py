@@ -14,11 +14,21 @@ implements the same three-level interface:
 into its state as it arrives, so the server needs O(d) memory, not O(n·d). A reply that fails
 validation raises from the iteration for that client only (the transport records the client as
 excluded) and never touches the running state.
+
+**Two sides, bytes between.** A process is the *server* side only. Everything a client needs to
+build its side travels as one wire message, :meth:`SecureSumProcess.client_config`; a client
+rebuilds its side with :func:`client_process` (dispatched on the message kind through
+:data:`CLIENT_SUMS`, plus the client's own provisioned secrets, such as CKKS keys). No object is
+reachable from both sides. :meth:`SecureSumProcess.client_session` is a simulation convenience
+that goes through the same bytes. Client sessions whose protocol spans several exchanges can
+export their state to bytes and be restored (:meth:`ClientProcess.restore`), so that a client
+that is a fresh process per message (Flower's deployment) keeps it in its node-local store.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -29,7 +39,7 @@ from privfl.core import wire
 from privfl.core.spec import (
     MAX_CLIENT_ID,
     ClientId,
-    Contribution,
+    ContributionLike,
     SumResult,
     ValueSpec,
     check_min_clients,
@@ -42,6 +52,9 @@ from privfl.errors import (
 )
 
 __all__ = [
+    "CLIENT_SUMS",
+    "SPEC_FIELDS",
+    "ClientProcess",
     "ClientSession",
     "PlainSecureSum",
     "SecureSum",
@@ -49,6 +62,9 @@ __all__ = [
     "ServerSession",
     "TrustAssumption",
     "Visibility",
+    "client_process",
+    "spec_from_message",
+    "spec_values",
 ]
 
 Replies = Iterable[tuple[ClientId, bytes]]
@@ -93,13 +109,31 @@ class ServerSession(Protocol):
 class ClientSession(Protocol):
     """Client side of one round."""
 
-    def step(self, request: bytes, contribution: Contribution | None) -> bytes:
+    def step(self, request: bytes, contribution: ContributionLike | None) -> bytes:
         """Answer one server request; ``contribution`` is used at the input stage."""
+        ...
+
+    def export_state(self) -> bytes:
+        """The session's state between exchanges (secrets included: keep it on the client)."""
+        ...
+
+
+class ClientProcess(Protocol):
+    """The client side of a secure sum, rebuilt from the server's :meth:`client_config`."""
+
+    spec: ValueSpec
+
+    def session(self, client: ClientId) -> ClientSession:
+        """A fresh client-side state machine for one round."""
+        ...
+
+    def restore(self, client: ClientId, state: bytes) -> ClientSession:
+        """A session from :meth:`ClientSession.export_state` (untrusted-format checks apply)."""
         ...
 
 
 class SecureSumProcess(Protocol):
-    """A secure sum configured for one :class:`ValueSpec`, across rounds."""
+    """The server side of a secure sum configured for one :class:`ValueSpec`, across rounds."""
 
     spec: ValueSpec
 
@@ -107,9 +141,77 @@ class SecureSumProcess(Protocol):
         """Start the server side of a round over the selected ``clients``."""
         ...
 
-    def client_session(self, client: ClientId) -> ClientSession:
-        """A fresh client-side state machine for one round."""
+    def client_config(self) -> bytes:
+        """The wire message a client builds its side from (public: no secrets)."""
         ...
+
+    def client_session(self, client: ClientId) -> ClientSession:
+        """Simulation convenience: a client session rebuilt from :meth:`client_config`."""
+        ...
+
+
+#: Client sides by the kind of their config message: ``kind -> "module:function"``; the function
+#: takes ``(config: bytes, secrets: object | None)`` and returns a :class:`ClientProcess`.
+CLIENT_SUMS: dict[int, str] = {
+    4: "privfl.core.securesum:plain_client",
+    24: "privfl.he.securesum:ckks_client",
+    39: "privfl.secagg.pairwise:pairwise_client",
+    42: "privfl.secagg.multiserver:multiserver_client",
+}
+
+
+def client_process(config: bytes, secrets: object | None = None) -> ClientProcess:
+    """Rebuild a secure sum's client side from its config message (untrusted bytes).
+
+    Args:
+        config: :meth:`SecureSumProcess.client_config` of the server.
+        secrets: The client's provisioned secrets where the mechanism has any (CKKS keys).
+
+    Raises:
+        MalformedMessageError: Not a config message of a known mechanism, or invalid.
+    """
+    target = CLIENT_SUMS.get(wire.peek_kind(config))
+    if target is None:
+        raise MalformedMessageError("not the configuration of a known secure sum")
+    module, _, name = target.partition(":")
+    factory = getattr(importlib.import_module(module), name)
+    process: ClientProcess = factory(config, secrets)
+    return process
+
+
+F, T = wire.Field, wire.FieldType
+#: The fields every secure sum's client config starts with: the :class:`ValueSpec`.
+SPEC_FIELDS = (
+    F(1, "length", T.UINT), F(2, "max_clients", T.UINT),
+    F(3, "l2_bound", T.FLOAT, optional=True), F(4, "linf_bound", T.FLOAT, optional=True),
+    F(5, "max_weight", T.FLOAT), F(6, "dtype", T.TEXT), F(7, "min_clients", T.UINT),
+)
+
+
+def spec_values(spec: ValueSpec) -> dict[str, object]:
+    """The :data:`SPEC_FIELDS` values of ``spec``."""
+    out: dict[str, object] = {"length": spec.length, "max_clients": spec.max_clients,
+                              "max_weight": spec.max_weight, "dtype": spec.dtype,
+                              "min_clients": spec.min_clients}
+    if spec.l2_bound is not None:
+        out["l2_bound"] = spec.l2_bound
+    if spec.linf_bound is not None:
+        out["linf_bound"] = spec.linf_bound
+    return out
+
+
+def spec_from_message(msg: wire.DecodedMessage) -> ValueSpec:
+    """The :class:`ValueSpec` in a config message (raises :class:`MalformedMessageError`)."""
+    v = msg.values
+    try:
+        l2, linf = v.get("l2_bound"), v.get("linf_bound")
+        return ValueSpec(length=msg.uint("length"), max_clients=msg.uint("max_clients"),
+                         l2_bound=None if l2 is None else msg.real("l2_bound"),
+                         linf_bound=None if linf is None else msg.real("linf_bound"),
+                         max_weight=msg.real("max_weight"), dtype=str(v["dtype"]),
+                         min_clients=msg.uint("min_clients"))
+    except ConfigurationError as exc:
+        raise MalformedMessageError(f"invalid value spec in {msg.schema.name}: {exc}") from exc
 
 
 class SecureSum(Protocol):
@@ -129,6 +231,7 @@ class SecureSum(Protocol):
 _REQUEST = wire.Schema(kind=1, name="plain.request", fields=(
     wire.Field(1, "length", wire.FieldType.UINT),
 ))
+_CONFIG = wire.Schema(kind=4, name="plain.config", fields=SPEC_FIELDS)
 _INPUT32 = wire.Schema(kind=2, name="plain.input", fields=(
     wire.Field(1, "weight", wire.FieldType.FLOAT),
     wire.Field(2, "value", wire.FieldType.ARRAY, dtype="<f4"),
@@ -223,7 +326,7 @@ class _PlainClient:
         self.client = client
         self._schema = _INPUT32 if spec.dtype == "float32" else _INPUT64
 
-    def step(self, request: bytes, contribution: Contribution | None) -> bytes:
+    def step(self, request: bytes, contribution: ContributionLike | None) -> bytes:
         req = wire.decode(request, _REQUEST)
         if req.uint("length") != self.spec.length:
             raise MalformedMessageError(
@@ -238,6 +341,28 @@ class _PlainClient:
             "value": weighted.astype(self._schema.fields[1].dtype or "<f4"),
         })
 
+    def export_state(self) -> bytes:
+        """One exchange: nothing to keep."""
+        return b""
+
+
+class _PlainClientProcess:
+    def __init__(self, spec: ValueSpec) -> None:
+        self.spec = spec
+
+    def session(self, client: ClientId) -> ClientSession:
+        return _PlainClient(self.spec, client)
+
+    def restore(self, client: ClientId, state: bytes) -> ClientSession:
+        if state:
+            raise MalformedMessageError("the plain sum keeps no client state")
+        return _PlainClient(self.spec, client)
+
+
+def plain_client(config: bytes, secrets: object | None = None) -> ClientProcess:
+    """The plain sum's client side from its config message."""
+    return _PlainClientProcess(spec_from_message(wire.decode(config, _CONFIG)))
+
 
 class _PlainProcess:
     def __init__(self, spec: ValueSpec) -> None:
@@ -246,8 +371,11 @@ class _PlainProcess:
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
         return _PlainServer(self.spec, round_id, check_round_clients(round_id, clients, self.spec))
 
+    def client_config(self) -> bytes:
+        return wire.encode(_CONFIG, 0, spec_values(self.spec))
+
     def client_session(self, client: ClientId) -> ClientSession:
-        return _PlainClient(self.spec, client)
+        return client_process(self.client_config()).session(client)
 
 
 class PlainSecureSum:

@@ -9,8 +9,10 @@ configuration whose sum could overflow is refused when the secure sum is created
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +31,8 @@ __all__ = [
     "MAX_CLIENT_ID",
     "ClientId",
     "Contribution",
+    "ContributionLike",
+    "LazyContribution",
     "SumResult",
     "ValueSpec",
     "check_min_clients",
@@ -152,7 +156,7 @@ class ValueSpec:
                     f"Found {m}.")
 
 
-def weighted_input(spec: ValueSpec, contribution: Contribution | None,
+def weighted_input(spec: ValueSpec, contribution: ContributionLike | None,
                    mechanism: str) -> npt.NDArray[np.float64]:
     """Validate a client's contribution and return x' = (w·x, w) in float64 (length d + 1).
 
@@ -213,6 +217,54 @@ class Contribution:
 
     value: npt.NDArray[np.floating]
     weight: float = 1.0
+
+
+class ContributionLike(Protocol):
+    """Anything with a value and a weight: a :class:`Contribution` or a lazy one."""
+
+    @property
+    def value(self) -> npt.NDArray[np.floating]:
+        """The value x."""
+        ...
+
+    @property
+    def weight(self) -> float:
+        """The weight w."""
+        ...
+
+
+class LazyContribution:
+    """A contribution computed on first use (a client trains only when its input is asked for).
+
+    A client that drops before the secure sum's input stage never trains, so it spends no
+    privacy budget and no compute; the value lives only as long as the exchange that sends it.
+    """
+
+    __slots__ = ("_compute", "_done")
+
+    def __init__(self, compute: Callable[[], Contribution]) -> None:
+        self._compute = compute
+        self._done: Contribution | None = None
+
+    def _get(self) -> Contribution:
+        if self._done is None:
+            self._done = self._compute()
+        return self._done
+
+    @property
+    def computed(self) -> bool:
+        """Whether the value has been computed."""
+        return self._done is not None
+
+    @property
+    def value(self) -> npt.NDArray[np.floating]:
+        """The value, computed now if it was not."""
+        return self._get().value
+
+    @property
+    def weight(self) -> float:
+        """The weight, computed now if it was not."""
+        return self._get().weight
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

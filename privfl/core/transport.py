@@ -1,4 +1,4 @@
-"""An in-memory transport that runs one secure-sum round and can drop clients at chosen stages.
+"""An in-memory transport that runs one round's exchanges and can drop clients at chosen stages.
 
 Stage numbering: stage ``s`` is the ``s``-th request/reply exchange of a protocol (0 is the
 first). A client dropped at stage ``s`` receives the stage-``s`` request but never replies, and
@@ -12,7 +12,7 @@ server rejects excludes that client. All are recorded with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,17 +20,21 @@ import numpy as np
 
 from privfl._validation import require_real
 from privfl.core.securesum import ClientSession, ServerSession
-from privfl.core.spec import ClientId, Contribution, SumResult
+from privfl.core.spec import ClientId, ContributionLike, SumResult
 from privfl.errors import (
     ClientRefusedError,
     MalformedMessageError,
+    PrivflError,
     ProtocolAbortError,
     ProtocolViolationError,
 )
 
 __all__ = [
+    "ClientPool",
     "DropoutPolicy",
+    "Handler",
     "InMemoryTransport",
+    "LocalClients",
     "NoDropout",
     "RandomDropout",
     "RoundOutcome",
@@ -97,18 +101,67 @@ class RoundOutcome:
     stages: int = 0
 
 
+Handler = Callable[[bytes], bytes]
+"""A client as the transport sees it: request bytes in, reply bytes out (or a PrivflError)."""
+
+Reply = tuple[ClientId, "bytes | PrivflError"]
+
+
+class ClientPool(Protocol):
+    """Delivers requests to clients and yields their replies, in request order.
+
+    A client's refusal or rejection of a request (:class:`~privfl.errors.ClientRefusedError`,
+    :class:`~privfl.errors.MalformedMessageError`, :class:`~privfl.errors.ProtocolViolationError`)
+    is yielded as the exception object, so that one client never stops the others; any other
+    error propagates. Implementations may run clients
+    anywhere (this process, worker processes, Ray actors); replies are consumed one at a time,
+    so the server's memory stays O(d).
+    """
+
+    def exchange(self, requests: Sequence[tuple[ClientId, bytes]]) -> Iterator[Reply]:
+        """Deliver every request; yield (client, reply or error) in the order given."""
+        ...
+
+
+class LocalClients:
+    """Clients that are handlers in this process, called one after another."""
+
+    def __init__(self, handlers: Mapping[ClientId, Handler]) -> None:
+        self.handlers = handlers
+
+    def exchange(self, requests: Sequence[tuple[ClientId, bytes]]) -> Iterator[Reply]:
+        """Call each handler in turn."""
+        for cid, request in requests:
+            handler = self.handlers.get(cid)
+            if handler is None:
+                yield cid, ProtocolViolationError(f"no such client {cid}")
+                continue
+            try:
+                yield cid, handler(request)
+            except (ClientRefusedError, MalformedMessageError, ProtocolViolationError) as exc:
+                yield cid, exc  # excluded; other errors (configuration) stop the round
+
+
 class InMemoryTransport:
-    """Carries the bytes between a server session and client sessions in one process."""
+    """Carries the bytes between a server session and its clients, and can inject dropouts."""
 
     def __init__(self, dropout: DropoutPolicy | None = None) -> None:
         self.dropout: DropoutPolicy = dropout if dropout is not None else NoDropout()
 
     def run_round(self, server: ServerSession, clients: Mapping[ClientId, ClientSession],
-                  contributions: Mapping[ClientId, Contribution | None]) -> RoundOutcome:
+                  contributions: Mapping[ClientId, ContributionLike | None]) -> RoundOutcome:
+        """Drive ``server`` with secure-sum client sessions until it returns a result."""
+        def handler(cid: ClientId) -> Handler:
+            session = clients[cid]
+            return lambda request: session.step(request, contributions.get(cid))
+
+        return self.run(server, LocalClients({c: handler(c) for c in clients}))
+
+    def run(self, server: ServerSession, clients: ClientPool) -> RoundOutcome:
         """Drive ``server`` until it returns a :class:`SumResult`.
 
-        Each reply is handed to ``server.receive`` as soon as its client produces it, so only
-        one client message is alive at a time. A reply the server rejects excludes its sender
+        Each reply is handed to ``server.receive`` as soon as the pool yields it, so only one
+        client message is alive at a time. A reply the server rejects excludes its sender
         (recorded in :attr:`RoundOutcome.dropped`); the stage is then closed with
         ``server.step(())``.
 
@@ -123,39 +176,35 @@ class InMemoryTransport:
             if stage >= _MAX_STAGES:
                 raise ProtocolAbortError(
                     f"round {server.round_id}: more than {_MAX_STAGES} stages.")
-            self._exchange(server, clients, contributions, requests, stage, dropped, counts)
+            self._exchange(server, clients, requests, stage, dropped, counts)
             requests = server.step(())
             stage += 1
         return RoundOutcome(result=requests, dropped=dropped, bytes_up=counts[0],
                             bytes_down=counts[1], stages=stage)
 
-    def _exchange(self, server: ServerSession, clients: Mapping[ClientId, ClientSession],
-                  contributions: Mapping[ClientId, Contribution | None],
+    def _exchange(self, server: ServerSession, clients: ClientPool,
                   requests: Mapping[ClientId, bytes], stage: int, dropped: dict[ClientId, str],
                   counts: list[int]) -> None:
+        todo = []
         for cid in sorted(requests):
             if cid in dropped:
                 continue
-            request = requests[cid]
-            counts[1] += len(request)
-            session = clients.get(cid)
-            if session is None:
-                dropped[cid] = f"stage {stage}: no such client session"
-                continue
+            counts[1] += len(requests[cid])
             if self.dropout.drops(server.round_id, stage, cid):
                 dropped[cid] = f"stage {stage}: dropped out"
                 continue
-            try:
-                reply = session.step(request, contributions.get(cid))
-            except ClientRefusedError as exc:
-                dropped[cid] = f"stage {stage}: client refused: {exc}"
+            todo.append((cid, requests[cid]))
+        for cid, reply in clients.exchange(todo):
+            if isinstance(reply, ClientRefusedError):
+                dropped[cid] = f"stage {stage}: client refused: {reply}"
                 continue
-            except (MalformedMessageError, ProtocolViolationError) as exc:
-                dropped[cid] = f"stage {stage}: client rejected the request: {exc}"
+            if isinstance(reply, (MalformedMessageError, ProtocolViolationError)):
+                dropped[cid] = f"stage {stage}: client rejected the request: {reply}"
                 continue
+            if isinstance(reply, PrivflError):
+                raise reply
             counts[0] += len(reply)
             try:
                 server.receive(cid, reply)
             except (MalformedMessageError, ProtocolViolationError) as exc:
                 dropped[cid] = f"stage {stage}: reply rejected: {exc}"
-

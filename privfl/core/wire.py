@@ -41,7 +41,9 @@ __all__ = [
     "Schema",
     "decode",
     "encode",
+    "pack_blobs",
     "peek_kind",
+    "unpack_blobs",
 ]
 
 WIRE_VERSION = 1
@@ -265,6 +267,40 @@ def _decode_payload(schema: Schema, f: Field, buf: memoryview) -> FieldValue:
     if want.kind == "f" and not np.isfinite(arr).all():
         raise _bad(schema, f"field {f.name}: array contains NaN or Inf")
     return arr
+
+
+_COUNT = struct.Struct("<I")
+
+
+def pack_blobs(blobs: list[bytes]) -> bytes:
+    """A list of byte strings as one ``BYTES`` payload: count u32, lengths u32…, the bytes."""
+    head = _COUNT.pack(len(blobs)) + b"".join(_COUNT.pack(len(b)) for b in blobs)
+    return head + b"".join(blobs)
+
+
+def unpack_blobs(data: bytes, *, max_items: int = 256) -> list[bytes]:
+    """Inverse of :func:`pack_blobs`, for untrusted input.
+
+    Raises:
+        MalformedMessageError: Truncated, too many items, or lengths that do not add up.
+    """
+    mv = memoryview(data)
+    if len(mv) < _COUNT.size:
+        raise MalformedMessageError("blob list shorter than its count")
+    (count,) = _COUNT.unpack_from(mv)
+    if count > max_items:
+        raise MalformedMessageError(f"blob list of {count} items exceeds {max_items}")
+    pos = _COUNT.size * (1 + count)
+    if len(mv) < pos:
+        raise MalformedMessageError("blob list truncated in its lengths")
+    lengths = [_COUNT.unpack_from(mv, _COUNT.size * (1 + i))[0] for i in range(count)]
+    if pos + sum(lengths) != len(mv):
+        raise MalformedMessageError("blob list lengths do not add up")
+    out = []
+    for n in lengths:
+        out.append(bytes(mv[pos : pos + n]))
+        pos += n
+    return out
 
 
 def peek_kind(data: bytes) -> int:

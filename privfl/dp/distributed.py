@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -47,16 +47,17 @@ from privfl._validation import require_positive, require_probability
 from privfl.accounting.accountant import NeighboringRelation
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit
 from privfl.accounting.report import Scope
-from privfl.core.fedavg import FederationInfo
+from privfl.core import wire
 from privfl.core.history import RoundRecord
 from privfl.core.release import ReleasePolicy, Withheld
-from privfl.core.spec import ClientId, SumResult, ValueSpec
-from privfl.dp.central import randomness_label
-from privfl.dp.clipping import clip_l2
-from privfl.errors import ConfigurationError, ProtocolAbortError
+from privfl.core.spec import ClientId, ValueSpec
+from privfl.core.stages import Aggregate, ChainContext, read_config
+from privfl.dp.central import randomness_label, require_uniform_weights
+from privfl.dp.clipping import FixedClipping
+from privfl.errors import ConfigurationError, MalformedMessageError, ProtocolAbortError
 
-__all__ = ["DDGPlan", "DistributedDP", "ddg_rho", "discrete_gaussian", "min_shares_for",
-           "plan_ddg"]
+__all__ = ["DDGPlan", "DistributedDP", "DistributedNoise", "DistributedNoiseClient", "ddg_rho",
+           "discrete_gaussian", "min_shares_for", "plan_ddg"]
 
 _TAIL = 12.0
 
@@ -145,41 +146,35 @@ def plan_ddg(*, noise_multiplier: float, length: int, max_clients: int,
 
 
 @dataclass
-class DistributedDP:
-    """Round hooks for distributed DP with a ring secure sum (SecAgg, SecAgg+, multi-server).
+class DistributedNoise:
+    """Stage: each client adds a discrete Gaussian share in the ring; the server accounts.
+
+    Needs a :class:`~privfl.dp.clipping.FixedClipping` stage outside it (values with ‖x‖₂ ≤ 1)
+    and a ring secure sum inside (SecAgg, SecAgg+, multi-server).
 
     Attributes:
-        noise_multiplier: z > 0: with all n̄ expected clients the sum carries noise of std z·C.
-        clip_norm: C > 0, per-client L2 clip of the delta.
+        noise_multiplier: z > 0: with all n̄ expected clients the sum carries noise of std z
+            (times the clip norm, once the clipping stage rescales).
         ledger: Receives one client-level ``ZCDpEvent`` per round (RDP accountant).
-        secure_sum: The ring secure sum (its ``precision`` fixes the ring's scale).
         min_clients_fraction: A round's sum is released only if at least this fraction of
             the expected clients contributed noise shares (a protocol threshold: the secure sum
             aborts before revealing anything otherwise). It defends against dropouts — or a
             server that drops honest clients on purpose — shrinking the noise below what the
             accountant assumed.
         rng: Seeded generator for simulation (no guarantee against anyone who knows its seed);
-            ``None`` draws from the OS-seeded CSPRNG.
+            ``None`` lets every client draw its share from the OS-seeded CSPRNG.
     """
 
     noise_multiplier: float
-    clip_norm: float
     ledger: PrivacyLedger
-    secure_sum: Any
     min_clients_fraction: float = 0.5
     rng: np.random.Generator | None = None
-    _secure: SecureRandom | None = field(default=None, init=False, repr=False)
+    kind: ClassVar[str] = "distributed_noise"
+    mechanism: ClassVar[str] = "distributed discrete Gaussian (DDGauss) under secure aggregation"
 
     def __post_init__(self) -> None:
         require_positive("noise_multiplier", self.noise_multiplier)
-        require_positive("clip_norm", self.clip_norm)
         require_probability("min_clients_fraction", self.min_clients_fraction)
-        if not hasattr(self.secure_sum, "precision"):
-            raise ConfigurationError(
-                "distributed DP needs a ring secure sum (PairwiseSecureSum or "
-                f"MultiServerSecureSum). Found {type(self.secure_sum).__name__}.")
-
-    mechanism = "distributed discrete Gaussian (DDGauss) under secure aggregation"
 
     @property
     def simulation(self) -> bool:
@@ -209,72 +204,76 @@ class DistributedDP:
 
     @property
     def min_shares(self) -> int:
-        """The protocol threshold m (available after ``setup``)."""
+        """The protocol threshold m (available after ``configure``)."""
         return self._min_shares
-
-    def _uniform(self, size: int) -> npt.NDArray[np.float64]:
-        if self.rng is not None:
-            u: npt.NDArray[np.float64] = 1.0 - self.rng.random(size)  # (0, 1]
-            return u
-        if self._secure is None:
-            self._secure = SecureRandom()
-        return self._secure.uniform(size)
-
-    def setup(self, spec: ValueSpec, info: FederationInfo) -> ValueSpec:
-        """Derive the expected shares, the local σ, the ring scale and the bounded spec."""
-        if not np.allclose(info.weights, 1.0):
-            raise ConfigurationError("distributed DP needs uniform client weights (the weight "
-                                     "would scale the noise share). Tip: Weighting.UNIFORM.")
-        self._d = spec.length
-        self._expected = info.sampler.inclusion_probability(info.num_clients) * info.num_clients
-        self._min_shares = min_shares_for(self.min_clients_fraction, self._expected,
-                                          spec.max_clients)
-        self._plan = plan_ddg(noise_multiplier=self.noise_multiplier, length=spec.length,
-                              max_clients=spec.max_clients, expected_clients=self._expected,
-                              precision=self.secure_sum.precision)
-        self._scale, self._sigma = self._plan.scale, self._plan.sigma
-        self._unit = PrivacyUnit.client_level(NeighboringRelation.REPLACE_WITH_ZERO)
-        import dp_accounting
-
-        self._planned = dp_accounting.ZCDpEvent(self._plan.worst_rho(self._min_shares))
-        self.ledger.require_supported(self._unit, self._planned)
-        return replace(self._plan.spec, min_clients=self._min_shares)
-
-    def _event(self, shares: int) -> Any:
-        import dp_accounting
-
-        return dp_accounting.ZCDpEvent(self._plan.rho(shares))
 
     @property
     def unit(self) -> PrivacyUnit:
         """The client-level unit (replace-with-zero relation)."""
         return self._unit
 
+    # --- stage ----------------------------------------------------------------------------------
+    def configure(self, spec: ValueSpec, ctx: ChainContext) -> ValueSpec:
+        """Derive the expected shares, the local σ, the ring scale and the bounded spec.
+
+        Raises:
+            ConfigurationError: Non-uniform weights, no fixed clipping outside, auxiliary
+                blocks, or a secure sum without a ring.
+        """
+        info = ctx.info
+        require_uniform_weights(info.weights)
+        if not hasattr(ctx.secure_sum, "precision"):
+            raise ConfigurationError(
+                "distributed DP needs a ring secure sum (PairwiseSecureSum or "
+                f"MultiServerSecureSum). Found {type(ctx.secure_sum).__name__}.")
+        if spec.l2_bound != 1.0 or ctx.aux:
+            raise ConfigurationError("distributed DP needs a FixedClipping stage outside it and "
+                                     "no auxiliary values (adaptive clipping is central only).")
+        self._d = spec.length
+        self._expected = info.sampler.inclusion_probability(info.num_clients) * info.num_clients
+        self._min_shares = min_shares_for(self.min_clients_fraction, self._expected,
+                                          spec.max_clients)
+        self._plan = plan_ddg(noise_multiplier=self.noise_multiplier, length=spec.length,
+                              max_clients=spec.max_clients, expected_clients=self._expected,
+                              precision=ctx.secure_sum.precision)
+        self._scale, self._sigma = self._plan.scale, self._plan.sigma
+        self._unit = PrivacyUnit.client_level(NeighboringRelation.REPLACE_WITH_ZERO)
+        import dp_accounting
+
+        self._planned = dp_accounting.ZCDpEvent(self._plan.worst_rho(self._min_shares))
+        self.ledger.require_supported(self._unit, self._planned)
+        self._seed = int(self.rng.integers(2**62)) if self.rng is not None else 0
+        return replace(self._plan.spec, min_clients=self._min_shares)
+
+    def client_config(self) -> bytes:
+        """σ in ring units, the ring scale, and (simulation only) the seed of the shares."""
+        return wire.encode(_CONFIG, 0, {"sigma": self._sigma, "scale": self._scale,
+                                        "simulation_seed": self._seed,
+                                        "simulation": int(self.simulation)})
+
+    def round_config(self, round_id: int) -> None:
+        """Nothing changes between rounds."""
+        return None
+
+    def _event(self, shares: int) -> Any:
+        import dp_accounting
+
+        return dp_accounting.ZCDpEvent(self._plan.rho(shares))
+
     def before_round(self, round_id: int, selected: list[ClientId]) -> None:
         """Refuse the round if its worst case (any releasable share count) exceeds the budget."""
         self.ledger.check(self._unit, self._planned)
 
-    def client_value(self, round_id: int, client: ClientId,
-                     delta: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """clip(Δ, C)/C plus this client's discrete Gaussian share (runs on the client)."""
-        clipped, _ = clip_l2(delta, self.clip_norm)
-        noise = discrete_gaussian(self._sigma, self._d, self._uniform)
-        out: npt.NDArray[Any] = clipped.astype(np.float64) / self.clip_norm + noise / self._scale
-        return out  # float64: x·2^f + z stays exact when the ring rounds it
-
-    def after_sum(self, round_id: int, result: SumResult,
-                  record: RoundRecord) -> npt.NDArray[np.float64] | None:
-        """Charge the shares that arrived; return the fixed-denominator average.
-
-        Returns ``None`` (nothing released) for a round without contributors.
+    def finish(self, round_id: int, agg: Aggregate, record: RoundRecord) -> Aggregate:
+        """Charge the shares that arrived; set the fixed denominator n̄.
 
         Raises:
             ProtocolAbortError: Fewer shares than the protocol threshold reached the sum (the
                 secure sum should have aborted; the result is not used).
         """
-        shares = len(result.contributors)
+        shares = len(agg.contributors)
         if shares == 0:
-            return None
+            return agg  # nothing was released: no charge, nothing to average
         if shares < self._min_shares:
             raise ProtocolAbortError(
                 f"round {round_id}: the secure sum released {shares} noise shares, below the "
@@ -283,13 +282,98 @@ class DistributedDP:
         self.ledger.record(self._unit, self._event(shares), round_id=round_id,
                            mechanism=self.mechanism, already_released=True, params={
                                "noise_multiplier": self.noise_multiplier,
-                               "clip_norm": self.clip_norm, "noise_shares": shares,
-                               "min_shares": self._min_shares,
+                               "noise_shares": shares, "min_shares": self._min_shares,
                                "expected_shares": round(self._expected, 3),
                                "local_sigma_ring_units": round(self._sigma, 3),
                                "ring_frac_bits": int(math.log2(self._scale)),
                                "randomness": randomness_label(self.simulation)})
-        record.extra["noise_std_on_average"] = (self.clip_norm * self._sigma / self._scale
-                                                * math.sqrt(shares) / self._expected)
-        out: npt.NDArray[np.float64] = self.clip_norm * result.weighted_sum / self._expected
+        record.extra["noise_std_on_average"] = (self._sigma / self._scale * math.sqrt(shares)
+                                                / self._expected)
+        agg.denominator = self._expected
+        return agg
+
+
+_CONFIG = wire.Schema(kind=66, name="stage.distributed_noise", fields=(
+    wire.Field(1, "sigma", wire.FieldType.FLOAT), wire.Field(2, "scale", wire.FieldType.FLOAT),
+    wire.Field(3, "simulation_seed", wire.FieldType.UINT),
+    wire.Field(4, "simulation", wire.FieldType.UINT, max_uint=1)))
+
+
+@dataclass(frozen=True)
+class DistributedNoiseClient:
+    """Client half of :class:`DistributedNoise`: add this client's discrete Gaussian share."""
+
+    sigma: float
+    scale: float
+    seed: int | None
+
+    @classmethod
+    def from_config(cls, config: bytes) -> DistributedNoiseClient:
+        """Rebuild from the server's message."""
+        v = read_config(config, _CONFIG)
+        sigma, scale = float(v["sigma"]), float(v["scale"])
+        if not (sigma > 0 and scale >= 1 and math.isfinite(sigma) and math.isfinite(scale)):
+            raise MalformedMessageError(f"bad noise share parameters σ={sigma}, scale={scale}")
+        return cls(sigma, scale, int(v["simulation_seed"]) if v["simulation"] else None)
+
+    def apply(self, x: npt.NDArray[np.float64], round_config: bytes | None, *,
+              client_id: ClientId, round_id: int) -> npt.NDArray[np.float64]:
+        """Return x + N_Z(0, σ²)/2^f per coordinate (float64 keeps x·2^f + z exact in the ring)."""
+        if self.seed is None:
+            uniform = SecureRandom().uniform
+        else:
+            rng = np.random.default_rng([self.seed, client_id, round_id])
+
+            def uniform(size: int) -> npt.NDArray[np.float64]:
+                u: npt.NDArray[np.float64] = 1.0 - rng.random(size)  # (0, 1]
+                return u
+        out: npt.NDArray[np.float64] = x + discrete_gaussian(self.sigma, len(x), uniform) \
+            / self.scale
         return out
+
+
+@dataclass
+class DistributedDP:
+    """Distributed DP as a stage group: :class:`FixedClipping` then :class:`DistributedNoise`.
+
+    Attributes:
+        noise_multiplier: z > 0 (see :class:`DistributedNoise`).
+        clip_norm: C > 0, per-client L2 clip of the delta.
+        ledger: Receives one client-level ``ZCDpEvent`` per round (RDP accountant).
+        secure_sum: Optional: checked up front to be a ring secure sum.
+        min_clients_fraction: The protocol threshold (see :class:`DistributedNoise`).
+        rng: Seeded generator for simulation; ``None`` draws from the CSPRNG.
+    """
+
+    noise_multiplier: float
+    clip_norm: float
+    ledger: PrivacyLedger
+    secure_sum: Any = None
+    min_clients_fraction: float = 0.5
+    rng: np.random.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.secure_sum is not None and not hasattr(self.secure_sum, "precision"):
+            raise ConfigurationError(
+                "distributed DP needs a ring secure sum (PairwiseSecureSum or "
+                f"MultiServerSecureSum). Found {type(self.secure_sum).__name__}.")
+        self.clipping = FixedClipping(self.clip_norm)
+        self.noise = DistributedNoise(self.noise_multiplier, self.ledger,
+                                      self.min_clients_fraction, self.rng)
+
+    mechanism = DistributedNoise.mechanism
+
+    @property
+    def stages(self) -> list[Any]:
+        """The two stages, outermost first."""
+        return [self.clipping, self.noise]
+
+    @property
+    def unit(self) -> PrivacyUnit:
+        """The client-level unit (after configuration)."""
+        return self.noise.unit
+
+    @property
+    def min_shares(self) -> int:
+        """The protocol threshold (after configuration)."""
+        return self.noise.min_shares

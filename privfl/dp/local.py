@@ -35,6 +35,7 @@ seeded simulation generators: reproducible, and no guarantee against anyone who 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 import functools
 import statistics
@@ -132,8 +133,11 @@ class DPSGDClientUpdate:
         sample_rate: q ∈ (0, 1], Poisson inclusion probability of each local example per step.
         steps: Local DP-SGD steps k ≥ 1 per round.
         learning_rate: Client learning rate > 0.
-        ledger: Where each client's example-level events are recorded; if it has a budget for
-            ``UnitKind.EXAMPLE``, a round that would exceed it for a selected client is refused.
+        ledger: The server's copy of the example-level accounts (the report's ledger), and
+            the settings (δ, accountant, budget) of the ledger each client keeps for itself.
+            A client refuses to train when a round would take it past its budget; the server
+            stops the run before a round that would. Client sides get a copy of this update
+            without it (:meth:`client_copy`).
         grad_sample_mode: Opacus mode, or ``AUTO`` (measured, see module docstring).
         secure_mode: Draw batches and noise from the OS-seeded CSPRNG (default). ``False`` uses
             the seeded simulation generators: reproducible, but anyone who knows the seed can
@@ -167,6 +171,15 @@ class DPSGDClientUpdate:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
     # --- accounting -----------------------------------------------------------------------
+    def client_copy(self) -> DPSGDClientUpdate:
+        """The same update for a client side: no reference to the server's ledger."""
+        return dataclasses.replace(self, ledger=None)
+
+    def event_params(self) -> dict[str, float]:
+        """What a client reports of one round's DP-SGD (public hyper-parameters)."""
+        return {"sample_rate": self.sample_rate, "noise_multiplier": self.noise_multiplier,
+                "steps": self.steps, "clip_norm": self.clip_norm}
+
     def release_policy(self) -> ReleasePolicy:
         """The exact training loss is withheld; client sampling does not matter here."""
         return ReleasePolicy(withheld=frozenset({Withheld.TRAIN_LOSS}))
@@ -332,9 +345,10 @@ class DPSGDClientUpdate:
     def train(self, model: nn.Module, spec: ParamSpec, global_params: npt.NDArray[np.float32],
               data: ArrayDataset, rng: np.random.Generator, client_id: int,
               round_id: int = 0) -> ClientResult:
-        """Run ``steps`` DP-SGD steps from ``global_params`` and charge the client's ledger.
+        """Run ``steps`` DP-SGD steps from ``global_params``.
 
-        The result carries the delta only; its ``train_loss`` is NaN (not released).
+        The client role charges its own ledger with :meth:`round_event`. The result carries the
+        delta only; its ``train_loss`` is NaN (not released).
         """
         w = self._ensure_wrapped(model, data)
         spec.load_into(w.base, global_params)  # the account is untouched by a reload
@@ -354,15 +368,6 @@ class DPSGDClientUpdate:
                 continue
             t = torch.from_numpy(idx).to(self.device)
             self._step(w, opt, x_all[t], y_all[t])
-        if self.ledger is not None:
-            self.ledger.record(PrivacyUnit.example(client_id), self.round_event(),
-                               round_id=round_id, mechanism="DP-SGD (Opacus)", params={
-                                   "noise_multiplier": self.noise_multiplier,
-                                   "clip_norm": self.clip_norm,
-                                   "sample_rate": self.sample_rate,
-                                   "steps_per_round": self.steps,
-                                   "grad_sample_mode": w.mode.value,
-                               })
         local = spec.to_vector({k: v.detach().cpu() for k, v in w.base.state_dict().items()}) \
             if all(bool(torch.isfinite(p).all()) for p in w.base.parameters()) \
             else np.full(spec.dim, np.nan, np.float32)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,8 @@ class ClientKeys:
 
     @classmethod
     def generate(cls, params: CKKSParams = COMPACT) -> ClientKeys:
-        """Fresh keys for ``params``."""
+        """Fresh keys for ``params`` (the keys keep their own copy of the parameters)."""
+        params = replace(params)
         key_id = secrets.token_bytes(16)
         if params.backend is Backend.TENSEAL:
             import tenseal as ts
@@ -118,6 +119,15 @@ class ClientKeys:
         if params.backend is not Backend.COMPACT or len(master) != 32 or len(key_id) != 16:
             raise ConfigurationError("a COMPACT master seed is 32 bytes with a 16-byte label.")
         return cls(params, key_id, _master=master)
+
+    @classmethod
+    def from_export(cls, params: CKKSParams, exported: bytes) -> ClientKeys:
+        """Keys from what :meth:`export_secret` wrote (provisioning a client)."""
+        if params.backend is Backend.COMPACT:
+            return cls.from_master(params, exported[:16], exported[16:])
+        import tenseal as ts
+
+        return cls(params, exported[:16], _tenseal_ctx=ts.context_from(exported[16:]))
 
     def round_key(self, round_id: int) -> Any:
         """The SEAL secret key of ``round_id`` (COMPACT), derived from the master seed."""
@@ -142,7 +152,7 @@ class ClientKeys:
         if self._tenseal_ctx is not None:
             public = self._tenseal_ctx.serialize(save_public_key=False, save_secret_key=False,
                                                  save_galois_keys=False, save_relin_keys=False)
-        return ServerContext(self.params, self.key_id, public)
+        return ServerContext(replace(self.params), self.key_id, public)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         raise TypeError("ClientKeys holds a secret key and cannot be pickled. Tip: use "

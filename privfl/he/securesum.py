@@ -29,25 +29,28 @@ from __future__ import annotations
 
 import contextlib
 import io
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from privfl.core import wire
+from privfl.core.ring import rounding_rng
 from privfl.core.securesum import (
+    SPEC_FIELDS,
     ClientSession,
     SecureSumProcess,
     ServerSession,
     TrustAssumption,
     Visibility,
     check_round_clients,
+    spec_from_message,
+    spec_values,
 )
 from privfl.core.spec import (
     BOUND_SLACK,
     ClientId,
-    Contribution,
+    ContributionLike,
     SumResult,
     ValueSpec,
     check_min_clients,
@@ -106,7 +109,6 @@ class _Engine:
         self.fingerprint = params.fingerprint()
         self.key_id = server_ctx.key_id
         self.keys = keys
-        self.rng = np.random.default_rng(secrets.randbits(128))  # rounding noise only
         if params.backend is Backend.COMPACT:
             from privfl.he.codec import SealCodec
 
@@ -134,8 +136,9 @@ class _Engine:
             raise MalformedMessageError("ciphertext made under another key")
 
     # client
-    def encrypt(self, x: np.ndarray, round_id: int) -> dict[str, object]:
-        grid = quantize(x, self.frac_bits, self.rng)
+    def encrypt(self, x: np.ndarray, round_id: int, rng: np.random.Generator
+                ) -> dict[str, object]:
+        grid = quantize(x, self.frac_bits, rng)
         if self.params.backend is Backend.COMPACT:
             coeffs = to_coefficients(grid, self.params.noise_bits, self.codec.q0, self.codec.n)
             if self.pool is not None:
@@ -317,11 +320,18 @@ class _Server:
 
 
 class _Client:
-    def __init__(self, engine: _Engine, spec: ValueSpec) -> None:
+    def __init__(self, engine: _Engine, spec: ValueSpec, client: ClientId,
+                 rounding_seed: int | None) -> None:
         self.engine = engine
         self.spec = spec
+        self.me = client
+        self.rounding_seed = rounding_seed
 
-    def step(self, request: bytes, contribution: Contribution | None) -> bytes:
+    def export_state(self) -> bytes:
+        """Each exchange stands alone: nothing to keep."""
+        return b""
+
+    def step(self, request: bytes, contribution: ContributionLike | None) -> bytes:
         kind = wire.peek_kind(request)
         if kind == _REQUEST.kind:
             msg = wire.decode(request, _REQUEST)
@@ -329,8 +339,9 @@ class _Client:
             if msg.uint("length") != self.engine.length:
                 raise MalformedMessageError("request for a vector of the wrong length")
             x = weighted_input(self.spec, contribution, "CKKS")
-            return wire.encode(_INPUT, msg.round_id, {**self.engine.ident(),
-                                                      **self.engine.encrypt(x, msg.round_id)})
+            rng = rounding_rng(self.rounding_seed, msg.round_id, self.me)
+            return wire.encode(_INPUT, msg.round_id, {
+                **self.engine.ident(), **self.engine.encrypt(x, msg.round_id, rng)})
         if kind == _AGGREGATE.kind:
             msg = wire.decode(request, _AGGREGATE)
             self.engine.check_ident(msg)
@@ -340,22 +351,84 @@ class _Client:
         raise MalformedMessageError(f"unexpected message kind {kind}")
 
 
+_CONFIG = wire.Schema(kind=24, name="ckks.config", fields=(
+    *SPEC_FIELDS, F(16, "poly_modulus_degree", T.UINT), F(17, "chain", T.TEXT),
+    F(18, "scale_bits", T.UINT), F(19, "backend", T.TEXT), F(20, "frac_bits", T.UINT),
+    F(21, "key_id", T.BYTES), F(22, "rounding_seed", T.UINT, optional=True)))
+
+
 class _Process:
-    def __init__(self, spec: ValueSpec, params: CKKSParams, keys: ClientKeys,
-                 workers: int) -> None:
+    """The server side: parameters and the key label, no key."""
+
+    def __init__(self, spec: ValueSpec, params: CKKSParams, server_ctx: ServerContext,
+                 rounding_seed: int | None) -> None:
         self.spec = spec
         self.params = params
-        self.keys = keys
-        server_ctx = keys.server_context()
+        self.server_context = server_ctx
+        self.rounding_seed = rounding_seed
         self._server_engine = _Engine(params, spec.length + 1, None, server_ctx)
-        self._client_engine = _Engine(params, spec.length + 1, keys, server_ctx, workers)
 
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
         return _Server(self._server_engine, self.spec, round_id,
                        check_round_clients(round_id, clients, self.spec))
 
+    def client_config(self) -> bytes:
+        p = self.params
+        values: dict[str, object] = {
+            **spec_values(self.spec), "poly_modulus_degree": p.poly_modulus_degree,
+            "chain": ",".join(map(str, p.coeff_mod_bit_sizes)), "scale_bits": p.scale_bits,
+            "backend": p.backend.value, "frac_bits": p.frac_bits or 0,
+            "key_id": self.server_context.key_id}
+        if self.rounding_seed is not None:
+            values["rounding_seed"] = self.rounding_seed
+        return wire.encode(_CONFIG, 0, values)
+
     def client_session(self, client: ClientId) -> ClientSession:
-        return _Client(self._client_engine, self.spec)
+        raise ConfigurationError(
+            "a CKKS process is the server side and holds no key. Tip: build client sessions "
+            "with `CKKSSecureSum.client(process.client_config())` (simulation) or "
+            "`privfl.core.securesum.client_process(config, keys)`.")
+
+
+class _ClientProcess:
+    def __init__(self, spec: ValueSpec, engine: _Engine, rounding_seed: int | None) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.rounding_seed = rounding_seed
+
+    def session(self, client: ClientId) -> ClientSession:
+        return _Client(self.engine, self.spec, client, self.rounding_seed)
+
+    def restore(self, client: ClientId, state: bytes) -> ClientSession:
+        if state:
+            raise MalformedMessageError("the CKKS sum keeps no client state between exchanges")
+        return self.session(client)
+
+
+def ckks_client(config: bytes, secrets: object | None = None, workers: int = 1
+                ) -> _ClientProcess:
+    """The CKKS sum's client side from its config message and the client's keys.
+
+    Raises:
+        MalformedMessageError: A bad message.
+        ConfigurationError: No keys, or keys for other parameters or another key label.
+    """
+    msg = wire.decode(config, _CONFIG)
+    spec = spec_from_message(msg)
+    try:
+        chain = tuple(int(b) for b in str(msg.values["chain"]).split(","))
+        params = CKKSParams(msg.uint("poly_modulus_degree"), chain, msg.uint("scale_bits"),
+                            Backend(str(msg.values["backend"])), msg.uint("frac_bits"))
+    except (ValueError, ConfigurationError) as exc:
+        raise MalformedMessageError(f"invalid CKKS parameters: {exc}") from exc
+    if not isinstance(secrets, ClientKeys):
+        raise ConfigurationError("a CKKS client needs the federation's ClientKeys.")
+    if secrets.key_id != msg.raw("key_id") or not _same_keys(secrets.params, params):
+        raise ConfigurationError("the server's CKKS configuration is for another key or other "
+                                 "parameters than this client's keys.")
+    seed = msg.uint("rounding_seed") if "rounding_seed" in msg.values else None
+    engine = _Engine(params, spec.length + 1, secrets, secrets.server_context(), workers)
+    return _ClientProcess(spec, engine, seed)
 
 
 class CKKSSecureSum:
@@ -379,11 +452,13 @@ class CKKSSecureSum:
     name = "ckks"
 
     def __init__(self, params: CKKSParams = COMPACT, *, precision: float | None = None,
-                 keys: ClientKeys | None = None, workers: int | None = None) -> None:
+                 keys: ClientKeys | None = None, workers: int | None = None,
+                 rounding_seed: int | None = None) -> None:
         self.base = params
         self.precision = precision
         self.keys = keys
         self.workers = default_workers() if workers is None else workers
+        self.rounding_seed = rounding_seed
         self.params: CKKSParams | None = None
 
     def create(self, spec: ValueSpec) -> SecureSumProcess:
@@ -393,8 +468,23 @@ class CKKSSecureSum:
             raise ConfigurationError(
                 f"the given keys are for {self.keys.params}, but the spec needs {params}.")
         keys = self.keys or ClientKeys.generate(params)
+        self.keys = keys  # this factory is the provisioner: it hands the keys to clients
         self.params = params
-        return _Process(spec, params, keys, self.workers)
+        return _Process(spec, params, keys.server_context(), self.rounding_seed)
+
+    def client(self, config: bytes) -> _ClientProcess:
+        """Simulation: a client side built from ``config`` and the keys this factory provisioned.
+
+        A deployment provisions :attr:`keys` to the clients out of band and calls
+        :func:`~privfl.core.securesum.client_process` on each.
+        """
+        if self.keys is None:
+            raise ConfigurationError("no keys yet: call create() first or pass keys=.")
+        return ckks_client(config, self.keys, self.workers)
+
+    def client_secrets(self) -> ClientKeys | None:
+        """What a simulated client is provisioned with (the shared keys)."""
+        return self.keys
 
     def trust_assumption(self) -> TrustAssumption:
         """What CKKS protects, and what breaks it."""

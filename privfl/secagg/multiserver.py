@@ -29,17 +29,20 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from privfl._validation import require_int
 from privfl.core import wire
-from privfl.core.ring import RingEncoding, ring_for
+from privfl.core.ring import RingEncoding, ring_for, rounding_rng
 from privfl.core.securesum import (
+    SPEC_FIELDS,
     ClientSession,
     ServerSession,
     TrustAssumption,
     Visibility,
     check_round_clients,
+    spec_from_message,
+    spec_values,
 )
 from privfl.core.spec import (
     ClientId,
-    Contribution,
+    ContributionLike,
     SumResult,
     ValueSpec,
     check_min_clients,
@@ -47,6 +50,8 @@ from privfl.core.spec import (
     weighted_input,
 )
 from privfl.errors import (
+    ConfigurationError,
+    EncodingOverflowError,
     MalformedMessageError,
     ProtocolAbortError,
     ProtocolViolationError,
@@ -78,6 +83,8 @@ class _Config:
     spec: ValueSpec
     ring: RingEncoding
     servers: int
+    precision: float = 1e-6
+    rounding_seed: int | None = None
 
     @property
     def length(self) -> int:
@@ -173,20 +180,57 @@ class _Server:
                          contributors=contributors)
 
 
+_CONFIG = wire.Schema(kind=42, name="multiserver.config", fields=(
+    *SPEC_FIELDS, F(16, "precision", T.FLOAT), F(17, "servers", T.UINT, max_uint=64),
+    F(18, "rounding_seed", T.UINT, optional=True)))
+
+
+def multiserver_client(config: bytes, secrets: object | None = None) -> _ClientProcess:
+    """The multi-server sum's client side from its config message."""
+    msg = wire.decode(config, _CONFIG)
+    spec = spec_from_message(msg)
+    precision, servers = msg.real("precision"), msg.uint("servers")
+    if not precision > 0 or servers < 2:
+        raise MalformedMessageError(f"bad precision {precision} or {servers} servers")
+    try:
+        ring = ring_for(spec, precision=precision)
+    except (ConfigurationError, EncodingOverflowError) as exc:
+        raise MalformedMessageError(f"no ring for the advertised spec: {exc}") from exc
+    seed = msg.uint("rounding_seed") if "rounding_seed" in msg.values else None
+    return _ClientProcess(_Config(spec, ring, servers, precision, seed))
+
+
+class _ClientProcess:
+    def __init__(self, cfg: _Config) -> None:
+        self.cfg = cfg
+        self.spec = cfg.spec
+
+    def session(self, client: ClientId) -> ClientSession:
+        return _Client(self.cfg, client)
+
+    def restore(self, client: ClientId, state: bytes) -> ClientSession:
+        if state:
+            raise MalformedMessageError("the multi-server sum keeps no client state")
+        return _Client(self.cfg, client)
+
+
 class _Client:
     def __init__(self, cfg: _Config, client: ClientId) -> None:
         self.cfg = cfg
         self.me = client
-        self.rng = np.random.default_rng(secrets.randbits(128))  # rounding noise only
 
-    def step(self, request: bytes, contribution: Contribution | None) -> bytes:
+    def export_state(self) -> bytes:
+        """One exchange: nothing to keep."""
+        return b""
+
+    def step(self, request: bytes, contribution: ContributionLike | None) -> bytes:
         msg = wire.decode(request, _REQUEST)
         k = self.cfg.servers
         pks = msg.raw("server_pks")
         if len(pks) != 32 * k or msg.uint("length") != self.cfg.length:
             raise MalformedMessageError("request for another number of servers or length")
         x = weighted_input(self.cfg.spec, contribution, "multi-server")
-        last = self.cfg.ring.encode(x, self.rng)
+        last = self.cfg.ring.encode(x, rounding_rng(self.cfg.rounding_seed, msg.round_id, self.me))
         scratch = np.empty_like(last)
         eph = X25519PrivateKey.generate()
         eph_pk = public_bytes(eph)
@@ -218,22 +262,39 @@ class _Process:
         return _Server(self.cfg, self._aggs, round_id,
                        check_round_clients(round_id, clients, self.spec))
 
+    def client_config(self) -> bytes:
+        values = {**spec_values(self.cfg.spec), "precision": self.cfg.precision,
+                  "servers": self.cfg.servers}
+        if self.cfg.rounding_seed is not None:
+            values["rounding_seed"] = self.cfg.rounding_seed
+        return wire.encode(_CONFIG, 0, values)
+
     def client_session(self, client: ClientId) -> ClientSession:
-        return _Client(self.cfg, client)
+        return multiserver_client(self.client_config()).session(client)
 
 
 class MultiServerSecureSum:
-    """Additive secret sharing among ``servers`` ≥ 2 non-colluding servers."""
+    """Additive secret sharing among ``servers`` ≥ 2 non-colluding servers.
 
-    def __init__(self, servers: int = 2, *, precision: float = 1e-6) -> None:
+    Args:
+        servers: k ≥ 2; privacy holds while at least one of them does not collude.
+        precision: Resolution of the fixed-point encoding.
+        rounding_seed: Seed of the rounding dither for bit-identical simulations (``None``:
+            fresh).
+    """
+
+    def __init__(self, servers: int = 2, *, precision: float = 1e-6,
+                 rounding_seed: int | None = None) -> None:
         require_int("servers", servers, minimum=2)
         self.servers = servers
         self.precision = precision
+        self.rounding_seed = rounding_seed
         self.name = "multiserver"
 
     def create(self, spec: ValueSpec) -> _Process:
         """Derive the ring from ``spec`` (refusing a sum that could wrap)."""
-        return _Process(_Config(spec, ring_for(spec, precision=self.precision), self.servers))
+        return _Process(_Config(spec, ring_for(spec, precision=self.precision), self.servers,
+                                self.precision, self.rounding_seed))
 
     def trust_assumption(self) -> TrustAssumption:
         """What multi-server sharing protects, and what breaks it."""

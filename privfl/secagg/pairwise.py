@@ -51,17 +51,20 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from privfl.core import wire
-from privfl.core.ring import RingEncoding, ring_for
+from privfl.core.ring import RingEncoding, ring_for, rounding_rng
 from privfl.core.securesum import (
+    SPEC_FIELDS,
     ClientSession,
     ServerSession,
     TrustAssumption,
     Visibility,
     check_round_clients,
+    spec_from_message,
+    spec_values,
 )
 from privfl.core.spec import (
     ClientId,
-    Contribution,
+    ContributionLike,
     SumResult,
     ValueSpec,
     check_min_clients,
@@ -70,6 +73,8 @@ from privfl.core.spec import (
 )
 from privfl.errors import (
     ClientRefusedError,
+    ConfigurationError,
+    EncodingOverflowError,
     MalformedMessageError,
     ProtocolAbortError,
     ProtocolViolationError,
@@ -162,10 +167,56 @@ class _Config:
     sparse: bool
     dropout: float
     collusion: float
+    precision: float
+    rounding_seed: int | None = None
 
     @property
     def length(self) -> int:
         return self.spec.length + 1  # the weight slot
+
+
+_CONFIG = wire.Schema(kind=39, name="secagg.config", fields=(
+    *SPEC_FIELDS, F(16, "precision", T.FLOAT), F(17, "rounding_seed", T.UINT, optional=True)))
+_STATE = wire.Schema(kind=29, name="secagg.client_state", fields=(
+    F(1, "stage", T.UINT), F(2, "threshold", T.UINT), F(3, "keys", T.BYTES),
+    F(4, "b_seed", T.BYTES), F(5, "peer_ids", T.ARRAY, dtype=_IDS), F(6, "peer_keys", T.BYTES),
+    F(7, "own_shares", T.BYTES), F(8, "received_ids", T.ARRAY, dtype=_IDS),
+    F(9, "received", T.BYTES), F(10, "rejected", T.ARRAY, dtype=_IDS)))
+
+
+def _config_message(cfg: _Config) -> bytes:
+    values = {**spec_values(cfg.spec), "precision": cfg.precision}
+    if cfg.rounding_seed is not None:
+        values["rounding_seed"] = cfg.rounding_seed
+    return wire.encode(_CONFIG, 0, values)
+
+
+def pairwise_client(config: bytes, secrets: object | None = None) -> _ClientProcess:
+    """The pairwise sum's client side from its config message (the graph arrives per round)."""
+    msg = wire.decode(config, _CONFIG)
+    spec = spec_from_message(msg)
+    precision = msg.real("precision")
+    if not precision > 0:
+        raise MalformedMessageError(f"precision must be > 0. Found {precision}.")
+    seed = msg.uint("rounding_seed") if "rounding_seed" in msg.values else None
+    try:
+        ring = ring_for(spec, precision=precision)
+    except (ConfigurationError, EncodingOverflowError) as exc:
+        raise MalformedMessageError(f"no ring for the advertised spec: {exc}") from exc
+    # graph parameters are the server's business: the client checks t against its neighbours
+    return _ClientProcess(_Config(spec, ring, False, 0.0, 0.0, precision, seed))
+
+
+class _ClientProcess:
+    def __init__(self, cfg: _Config) -> None:
+        self.cfg = cfg
+        self.spec = cfg.spec
+
+    def session(self, client: ClientId) -> ClientSession:
+        return _Client(self.cfg, client)
+
+    def restore(self, client: ClientId, state: bytes) -> ClientSession:
+        return _Client.restore(self.cfg, client, state)
 
 
 def _apply_pair_mask(acc: np.ndarray, seed: bytes, me: int, peer: int, round_id: int,
@@ -191,7 +242,6 @@ class _Client:
         self.s_sk = X25519PrivateKey.generate()
         self.own: Keys = (public_bytes(self.c_sk), public_bytes(self.s_sk))
         self.b_seed = secrets.token_bytes(32)
-        self.rng = np.random.default_rng(secrets.randbits(128))  # rounding noise only
         self.peer_keys: dict[int, Keys] = {}
         self.own_shares: tuple[bytes, bytes] = (b"", b"")
         self.received: dict[int, tuple[bytes, bytes]] = {}  # confirmed peers' shares
@@ -209,7 +259,7 @@ class _Client:
             raise ProtocolViolationError(f"client {self.me}: request for round {msg.round_id}")
         return msg
 
-    def step(self, request: bytes, contribution: Contribution | None) -> bytes:
+    def step(self, request: bytes, contribution: ContributionLike | None) -> bytes:
         msg = self._expect(wire.peek_kind(request), self.stage, request)
         stage = self.stage
         self.stage += 1
@@ -266,7 +316,7 @@ class _Client:
         body = pt[_SHARE_PT.size : -_TRANSCRIPT_BYTES]
         return body[: shamir.SHARE_BYTES], body[shamir.SHARE_BYTES:]
 
-    def _mask(self, msg: wire.DecodedMessage, contribution: Contribution | None) -> bytes:
+    def _mask(self, msg: wire.DecodedMessage, contribution: ContributionLike | None) -> bytes:
         ids = _ids(msg, "ids")
         if not set(ids) <= set(self.peer_keys):
             raise MalformedMessageError("shares from clients that are not neighbours")
@@ -283,7 +333,7 @@ class _Client:
                 f"confirmed (failed: {sorted(self.rejected)}); the threshold {self.threshold} "
                 "needs t − 1. Refusing to upload.")
         x = weighted_input(self.cfg.spec, contribution, "pairwise masking")
-        y = self.cfg.ring.encode(x, self.rng)
+        y = self.cfg.ring.encode(x, rounding_rng(self.cfg.rounding_seed, self.round_id, self.me))
         scratch = np.empty_like(y)
         expand_mask(self.b_seed, len(y), y.dtype, purpose=SELF_MASK, round_id=self.round_id,
                     out=scratch)
@@ -293,6 +343,52 @@ class _Client:
                              remove=False)
         return wire.encode(_MASKED[self.cfg.ring.bits], self.round_id,
                            {"y": y, "mask_peers": _id_array(self.received)})
+
+    def export_state(self) -> bytes:
+        """Everything the next exchange needs, secrets included: keep it on this client."""
+        if self.stage == 0:
+            return b""
+        peers = sorted(self.peer_keys)
+        received = sorted(self.received)
+        return wire.encode(_STATE, self.round_id, {
+            "stage": self.stage, "threshold": self.threshold,
+            "keys": private_bytes(self.c_sk) + private_bytes(self.s_sk),
+            "b_seed": self.b_seed, "peer_ids": _id_array(peers),
+            "peer_keys": b"".join(self.peer_keys[v][0] + self.peer_keys[v][1] for v in peers),
+            "own_shares": self.own_shares[0] + self.own_shares[1],
+            "received_ids": _id_array(received),
+            "received": b"".join(self.received[v][0] + self.received[v][1] for v in received),
+            "rejected": _id_array(self.rejected)})
+
+    @classmethod
+    def restore(cls, cfg: _Config, client: ClientId, state: bytes) -> _Client:
+        """Inverse of :meth:`export_state` (raises :class:`MalformedMessageError`)."""
+        out = cls(cfg, client)
+        if not state:
+            return out
+        msg = wire.decode(state, _STATE)
+        keys, share = msg.raw("keys"), 2 * shamir.SHARE_BYTES
+        peers, received = _ids(msg, "peer_ids"), _ids(msg, "received_ids")
+        pk = _split(msg.raw("peer_keys"), 64, len(peers), "peer_keys")
+        rec = _split(msg.raw("received"), share, len(received), "received")
+        own = msg.raw("own_shares")
+        stage = msg.uint("stage")
+        if len(keys) != 64 or len(msg.raw("b_seed")) != 32 or \
+                len(own) != (share if stage >= 2 else 0) or \
+                not set(received) <= set(peers) or not 1 <= stage <= 4:
+            raise MalformedMessageError("inconsistent secagg client state")
+        out.stage, out.round_id, out.threshold = msg.uint("stage"), msg.round_id, \
+            msg.uint("threshold")
+        out.c_sk = X25519PrivateKey.from_private_bytes(keys[:32])
+        out.s_sk = X25519PrivateKey.from_private_bytes(keys[32:])
+        out.own = (public_bytes(out.c_sk), public_bytes(out.s_sk))
+        out.b_seed = msg.raw("b_seed")
+        out.peer_keys = {v: (k[:32], k[32:]) for v, k in zip(peers, pk, strict=True)}
+        half = shamir.SHARE_BYTES
+        out.own_shares = (own[:half], own[half:]) if own else (b"", b"")
+        out.received = {v: (r[:half], r[half:]) for v, r in zip(received, rec, strict=True)}
+        out.rejected = set(_ids(msg, "rejected"))
+        return out
 
     def _pair_seed(self, v: int) -> bytes:
         shared = exchange(self.s_sk, self.peer_keys[v][1], f"client {v}'s s_pk")
@@ -552,8 +648,11 @@ class _Process:
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
         return _Server(self.cfg, round_id, check_round_clients(round_id, clients, self.spec))
 
+    def client_config(self) -> bytes:
+        return _config_message(self.cfg)
+
     def client_session(self, client: ClientId) -> ClientSession:
-        return _Client(self.cfg, client)
+        return pairwise_client(self.client_config()).session(client)
 
 
 class PairwiseSecureSum:
@@ -565,22 +664,27 @@ class PairwiseSecureSum:
         collusion_fraction: γ, the fraction of a client's holders that may collude with the
             server without revealing its input.
         precision: Resolution of the fixed-point encoding (the ring and scale are derived).
+        rounding_seed: Seed of the stochastic-rounding dither, for bit-identical simulations
+            across transports; ``None`` (default) draws it fresh (see
+            :func:`~privfl.core.ring.rounding_rng`).
     """
 
     def __init__(self, *, sparse: bool = False, dropout_rate: float = 0.2,
-                 collusion_fraction: float = 1 / 3, precision: float = 1e-6) -> None:
+                 collusion_fraction: float = 1 / 3, precision: float = 1e-6,
+                 rounding_seed: int | None = None) -> None:
         plan_graph(3, sparse=sparse, dropout=dropout_rate, collusion=collusion_fraction)
         self.sparse = sparse
         self.dropout_rate = dropout_rate
         self.collusion_fraction = collusion_fraction
         self.precision = precision
+        self.rounding_seed = rounding_seed
         self.name = "secagg+" if sparse else "secagg"
 
     def create(self, spec: ValueSpec) -> _Process:
         """Derive the ring from ``spec`` (refusing a sum that could wrap)."""
         ring = ring_for(spec, precision=self.precision)
         return _Process(_Config(spec, ring, self.sparse, self.dropout_rate,
-                                self.collusion_fraction))
+                                self.collusion_fraction, self.precision, self.rounding_seed))
 
     def plan(self, n: int) -> GraphPlan:
         """The neighbourhood size and threshold used for ``n`` selected clients."""

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from privfl.core.securesum import SecureSum, TrustAssumption
+from privfl.core.securesum import SecureSum, TrustAssumption, client_process
 from privfl.core.spec import Contribution, ValueSpec
 from privfl.core.transport import InMemoryTransport, ScheduledDropout
 from privfl.errors import MalformedMessageError, ProtocolAbortError, ProtocolViolationError
@@ -31,15 +31,23 @@ class SecureSumContract:
     def make_spec(self, length: int, max_clients: int) -> ValueSpec:
         return ValueSpec(length=length, max_clients=max_clients, l2_bound=float(length) ** 0.5)
 
+    @staticmethod
+    def client(secure_sum: SecureSum, process):  # type: ignore[no-untyped-def]
+        """The client side, rebuilt from the process's config bytes and provisioned secrets."""
+        secrets = getattr(secure_sum, "client_secrets", lambda: None)()
+        return client_process(process.client_config(), secrets)
+
     # helpers -------------------------------------------------------------------------------
     def _run(self, values: dict[int, np.ndarray], weights: dict[int, float],
              dropout: ScheduledDropout | None = None, round_id: int = 1,
              clients: Sequence[int] | None = None):  # type: ignore[no-untyped-def]
         d = len(next(iter(values.values())))
         chosen = sorted(values) if clients is None else list(clients)
-        process = self.make_secure_sum().create(self.make_spec(d, max(len(chosen), 1)))
+        ss = self.make_secure_sum()
+        process = ss.create(self.make_spec(d, max(len(chosen), 1)))
         server = process.new_round(round_id, chosen)
-        sessions = {c: process.client_session(c) for c in chosen}
+        side = self.client(ss, process)
+        sessions = {c: side.session(c) for c in chosen}
         contribs = {c: Contribution(values[c], weights[c]) for c in chosen if c in values}
         return InMemoryTransport(dropout).run_round(server, sessions, contribs)
 
@@ -92,9 +100,10 @@ class SecureSumContract:
 
     def test_malformed_reply_never_touches_the_sum(self) -> None:
         vals, ws = self._data(4, 32, seed=5)
-        process = self.make_secure_sum().create(self.make_spec(32, 4))
+        ss = self.make_secure_sum()
+        process = ss.create(self.make_spec(32, 4))
         server = process.new_round(9, [0, 1, 2, 3])
-        sessions = {c: process.client_session(c) for c in range(4)}
+        sessions = {c: self.client(ss, process).session(c) for c in range(4)}
         requests = server.step(())
         assert isinstance(requests, dict)
         while True:
@@ -118,13 +127,14 @@ class SecureSumContract:
 
     def test_message_for_another_round_is_rejected(self) -> None:
         vals, ws = self._data(3, 8, seed=6)
-        process = self.make_secure_sum().create(self.make_spec(8, 3))
+        ss = self.make_secure_sum()
+        process = ss.create(self.make_spec(8, 3))
         old = process.new_round(1, [0, 1, 2])
         new = process.new_round(2, [0, 1, 2])
         req_old = old.step(())
         new.step(())
         assert isinstance(req_old, dict)
-        reply = process.client_session(0).step(req_old[0], Contribution(vals[0], ws[0]))
+        reply = self.client(ss, process).session(0).step(req_old[0], Contribution(vals[0], ws[0]))
         with pytest.raises((ProtocolViolationError, MalformedMessageError)):
             new.receive(0, reply)
 

@@ -77,7 +77,7 @@ def _run(secure, drops, rounds=1, budget=None):  # type: ignore[no-untyped-def]
                 client_update=_FixedDeltas({c: np.zeros(d, np.float32) for c in range(8)}),
                 config=FedAvgConfig(rounds=rounds, sampler=PoissonSampling(1.0),
                                     weighting=Weighting.UNIFORM),
-                secure_sum=secure, hooks=hooks,
+                secure_sum=secure, stages=hooks,
                 transport=InMemoryTransport(ScheduledDropout(drops)))
     theta = fa.params.copy()
     history = fa.run()
@@ -100,8 +100,9 @@ def test_dropouts_reduce_the_noise_and_the_accounting_says_so() -> None:
     _, _, hooks, ledger, history = _run(PairwiseSecureSum(), {2: {0, 1}})
     (entry,) = ledger.entries(hooks.unit)
     assert entry.params["noise_shares"] == 6 and history.rounds[0].extra["noise_shares"] == 6
-    full = ddg_rho(l2_sensitivity=hooks._plan.sensitivity, sigma=hooks._plan.sigma, shares=8,
-                   dim=hooks._d + 1)
+    noise = hooks.noise
+    full = ddg_rho(l2_sensitivity=noise._plan.sensitivity, sigma=noise._plan.sigma, shares=8,
+                   dim=noise._d + 1)
     assert entry.event.rho == pytest.approx(full * 8 / 6, rel=1e-9)
 
 
@@ -125,4 +126,4 @@ def test_configuration_errors() -> None:
         FedAvg(model=_model(), data=data,
                client_update=_FixedDeltas({c: np.zeros(d, np.float32) for c in range(3)}),
                config=FedAvgConfig(rounds=1, sampler=PoissonSampling(1.0)),
-               secure_sum=PairwiseSecureSum(), hooks=hooks)
+               secure_sum=PairwiseSecureSum(), stages=hooks)

@@ -25,6 +25,7 @@ def _round(ss: CKKSSecureSum, values: dict[int, np.ndarray], round_id: int, proc
     """One round; returns (result, process, every message the server sent or received)."""
     d = len(next(iter(values.values())))
     proc = proc or ss.create(ValueSpec(length=d, max_clients=len(values), linf_bound=1.0))
+    side = ss.client(proc.client_config())
     server = proc.new_round(round_id, sorted(values))
     seen: list[bytes] = []
 
@@ -38,7 +39,7 @@ def _round(ss: CKKSSecureSum, values: dict[int, np.ndarray], round_id: int, proc
             return reply
 
     out = InMemoryTransport().run_round(
-        server, {c: Tap(proc.client_session(c)) for c in values},
+        server, {c: Tap(side.session(c)) for c in values},
         {c: Contribution(v) for c, v in values.items()})
     return out.result, proc, seen
 
@@ -86,12 +87,12 @@ def test_item12_li_micciancio_key_recovery_fails_against_the_released_decryption
     ss = CKKSSecureSum()
     result, proc, seen = _round(ss, values, round_id=3)
     guess, aggregate, codec = _attack(ss, seen, proc)
-    truth = _key_residues(proc.keys, 3, codec)
+    truth = _key_residues(ss.keys, 3, codec)
     assert np.count_nonzero(guess == truth) < 16  # a random guess matches ~N/q0 coordinates
 
     # Control: the same attack with the raw decryption m + e that decryptors used to release
     # recovers the key exactly — the attack is real, and rounding is what stops it.
-    raw = codec.decrypt(proc.keys.round_key(3), aggregate.raw("prefix"),
+    raw = codec.decrypt(ss.keys.round_key(3), aggregate.raw("prefix"),
                         aggregate.raw("residues"), 1)
     raw_ntt = codec.ntt(np.mod(raw, codec.q0).astype(np.uint64)[None, :])[0]
     assert np.array_equal(_solve_key(codec, aggregate, raw_ntt), truth)
@@ -106,13 +107,13 @@ def test_item12_one_round_key_reaches_no_other_round() -> None:
     _, proc, _ = _round(ss, values, round_id=3)
     _, _, seen4 = _round(ss, values, round_id=4, proc=proc)
     codec = proc._server_engine.codec
-    k3, k4 = _key_residues(proc.keys, 3, codec), _key_residues(proc.keys, 4, codec)
+    k3, k4 = _key_residues(ss.keys, 3, codec), _key_residues(ss.keys, 4, codec)
     assert np.count_nonzero(k3 == k4) < 16
     aggregate4 = _messages(seen4, _AGGREGATE)[0]
     from privfl.errors import DecryptionError
     from privfl.he.exact import from_coefficients
 
-    stolen = proc.keys.round_key(3)
+    stolen = ss.keys.round_key(3)
     coeffs = codec.decrypt(stolen, aggregate4.raw("prefix"), aggregate4.raw("residues"), 1)
     with pytest.raises(DecryptionError, match="not an honest sum"):
         from_coefficients(coeffs, proc.params.noise_bits, 3, 3001)
@@ -170,20 +171,22 @@ def test_item13_a_wrong_key_never_passes_as_a_sum() -> None:
     """An upload under another key (right label) makes decryptors refuse, not release noise."""
     rng = np.random.default_rng(4)
     spec = ValueSpec(length=100, max_clients=2, linf_bound=1.0)
-    a, b = CKKSSecureSum().create(spec), CKKSSecureSum().create(spec)
+    ss_a, ss_b = CKKSSecureSum(), CKKSSecureSum()
+    a, b = ss_a.create(spec), ss_b.create(spec)
+    side_a, side_b = ss_a.client(a.client_config()), ss_b.client(b.client_config())
     server = a.new_round(1, [0, 1])
     req = server.step(())
     other = b.new_round(1, [0])
     req_b = other.step(())
     assert isinstance(req, dict) and isinstance(req_b, dict)
-    foreign = wire.decode(b.client_session(0).step(req_b[0], Contribution(rng.uniform(-1, 1, 100))),
-                          _INPUT)
-    server.receive(0, wire.encode(_INPUT, 1, {**foreign.values, "key_id": a.keys.key_id}))
-    server.receive(1, a.client_session(1).step(req[1], Contribution(rng.uniform(-1, 1, 100))))
+    foreign = wire.decode(side_b.session(0).step(req_b[0],
+                                                 Contribution(rng.uniform(-1, 1, 100))), _INPUT)
+    server.receive(0, wire.encode(_INPUT, 1, {**foreign.values, "key_id": ss_a.keys.key_id}))
+    server.receive(1, side_a.session(1).step(req[1], Contribution(rng.uniform(-1, 1, 100))))
     agg = server.step(())
     assert isinstance(agg, dict)
     from privfl.errors import DecryptionError
 
     for c, msg in agg.items():
         with pytest.raises(DecryptionError):
-            a.client_session(c).step(msg, None)
+            side_a.session(c).step(msg, None)

@@ -42,7 +42,7 @@ def test_item7_client_level_dp_refuses_example_weights() -> None:
         FedAvg(model=_model(), data=data,
                client_update=_FixedDeltas({c: np.zeros(d, np.float32) for c in range(11)}),
                config=FedAvgConfig(rounds=1, sampler=PoissonSampling(0.5),
-                                   weighting=Weighting.EXAMPLES), hooks=dp)
+                                   weighting=Weighting.EXAMPLES), stages=dp)
 
 
 def test_item7_removing_the_largest_client_moves_the_sum_by_at_most_the_clip() -> None:
@@ -58,7 +58,7 @@ def test_item7_removing_the_largest_client_moves_the_sum_by_at_most_the_clip() -
         deltas = {i: np.full(d, 5.0, np.float32) for i in range(len(sub.clients))}
         fa = FedAvg(model=_model(), data=sub, client_update=_FixedDeltas(deltas),
                     config=FedAvgConfig(rounds=1, sampler=PoissonSampling(1.0),
-                                        weighting=Weighting.UNIFORM), hooks=dp)
+                                        weighting=Weighting.UNIFORM), stages=dp)
         theta = fa.params.copy()
         fa.run()
         sums.append((fa.params - theta).astype(np.float64) * len(sub.clients))  # × q·N: the sum
@@ -152,11 +152,11 @@ def _ddp_run(dropout, sampler, rounds: int, budget: float, seed: int = 0):  # ty
     fa = FedAvg(model=_model(), data=data, client_update=plan.client_update,
                 config=FedAvgConfig(rounds=rounds, sampler=sampler, weighting=Weighting.UNIFORM,
                                     seed=seed),
-                secure_sum=secure, hooks=plan.hooks,
+                secure_sum=secure, stages=plan.stages,
                 transport=InMemoryTransport(dropout))
     history = fa.run()
     assert plan.ledger is not None
-    return plan.ledger.epsilon(plan.hooks.unit), history, plan.hooks
+    return plan.ledger.epsilon(plan.stages.unit), history, plan.stages
 
 
 def test_item9_rounds_below_the_share_threshold_abort_before_the_sum_is_revealed() -> None:
@@ -216,7 +216,7 @@ def test_item10_client_sampling_of_client_level_dp_is_not_replayable_from_the_se
         fa = FedAvg(model=_model(), data=data,
                     client_update=Spy({c: np.zeros(d, np.float32) for c in range(20)}),
                     config=FedAvgConfig(rounds=4, sampler=PoissonSampling(0.3), seed=5,
-                                        weighting=Weighting.UNIFORM), hooks=dp)
+                                        weighting=Weighting.UNIFORM), stages=dp)
         fa.run()
     assert picks[0] != picks[1]  # the same seed, two different samples
 
@@ -257,9 +257,10 @@ def test_item11_seeded_noise_is_an_explicit_option_whose_report_says_no_guarante
 def test_item11_attack_regenerating_the_seeded_noise_now_fails() -> None:
     """The issue's attack on `privfl run --dp central`: replay the noise from the seed written to
     config.toml and subtract it from the release, leaving the clipped update."""
-    from privfl.core.fedavg import FederationInfo
     from privfl.core.history import RoundRecord
+    from privfl.core.securesum import PlainSecureSum
     from privfl.core.spec import SumResult, ValueSpec
+    from privfl.core.stages import FederationInfo, StageChain
     from privfl.recipes import build_dp
 
     d, seed = 5000, 3
@@ -267,12 +268,13 @@ def test_item11_attack_regenerating_the_seeded_noise_now_fails() -> None:
                                   "clients": 10})
     sampler = PoissonSampling(1.0)
     plan = build_dp(cfg, LocalSGD(learning_rate=0.1), sampler, 10, d)
-    dp = plan.hooks
-    dp.setup(ValueSpec(length=d, max_clients=10),
-             FederationInfo(num_clients=10, weights=np.ones(10), sampler=sampler, rounds=1))
+    chain = StageChain([plan.stages])
+    chain.configure(ValueSpec(length=d, max_clients=10),
+                    FederationInfo(num_clients=10, weights=np.ones(10), sampler=sampler,
+                                   rounds=1), PlainSecureSum())
     secret = np.linspace(-0.01, 0.01, d)  # one client's clipped update, scaled
-    out = dp.after_sum(1, SumResult(weighted_sum=secret, total_weight=1.0, contributors=(0,)),
-                       RoundRecord(round_id=1, selected=[0]))
+    out = chain.finish(1, SumResult(weighted_sum=secret, total_weight=1.0, contributors=(0,)),
+                       RoundRecord(round_id=1, selected=[0])).mean()
     assert out is not None
     replay = np.random.default_rng(seed + 11).normal(0.0, 1.0, d)  # the old CLI's generator
     recovered = out * 10 - replay  # undo the fixed denominator q·N = 10, subtract the noise

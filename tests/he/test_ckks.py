@@ -34,6 +34,12 @@ def _spec(d: int, n: int) -> ValueSpec:
     return ValueSpec(length=d, max_clients=n, linf_bound=1.0)
 
 
+def _made(ss: CKKSSecureSum, spec: ValueSpec):  # type: ignore[no-untyped-def]
+    """A server process and its simulated clients' side (the factory provisioned the keys)."""
+    proc = ss.create(spec)
+    return proc, ss.client(proc.client_config())
+
+
 class TestCKKSCompactContract(SecureSumContract):
     def make_secure_sum(self) -> SecureSum:
         return CKKSSecureSum()
@@ -56,9 +62,9 @@ class TestCKKSStandardContract(SecureSumContract):
 
 def _round(ss: CKKSSecureSum, values: dict[int, np.ndarray], weights: dict[int, float]):  # type: ignore[no-untyped-def]
     d = len(next(iter(values.values())))
-    proc = ss.create(_spec(d, len(values)))
+    proc, side = _made(ss, _spec(d, len(values)))
     server = proc.new_round(3, sorted(values))
-    sessions = {c: proc.client_session(c) for c in values}
+    sessions = {c: side.session(c) for c in values}
     log: list[bytes] = []
 
     class Recording:
@@ -73,7 +79,7 @@ def _round(ss: CKKSSecureSum, values: dict[int, np.ndarray], weights: dict[int, 
     out = InMemoryTransport().run_round(
         server, {c: Recording(s) for c, s in sessions.items()},
         {c: Contribution(values[c], weights[c]) for c in values})
-    return out, proc, server, log
+    return out, side, server, log
 
 
 def test_ten_clients_sum_within_1e6_and_compact_size() -> None:
@@ -128,34 +134,35 @@ def test_other_parameters_and_other_keys_are_rejected() -> None:
     rng = np.random.default_rng(2)
     d = 3000
     spec = _spec(d, 2)
-    proc_a = CKKSSecureSum().create(spec)
+    ss_a = CKKSSecureSum()
+    proc_a, side_a = _made(ss_a, spec)
     server = proc_a.new_round(1, [0, 1])
     req = server.step(())
     assert isinstance(req, dict)
     # another key, other label
-    proc_b = CKKSSecureSum().create(spec)
+    proc_b, side_b = _made(CKKSSecureSum(), spec)
     srv_b = proc_b.new_round(1, [0, 1])
     req_b = srv_b.step(())
     assert isinstance(req_b, dict)
-    foreign = proc_b.client_session(0).step(req_b[0], Contribution(rng.uniform(-1, 1, d)))
+    foreign = side_b.session(0).step(req_b[0], Contribution(rng.uniform(-1, 1, d)))
     with pytest.raises(MalformedMessageError, match="another key"):
         server.receive(0, foreign)
     # other parameters (N = 8192)
     keys8k = ClientKeys.generate(CKKSParams(8192, (38, 20), 32))
-    proc_c = CKKSSecureSum(CKKSParams(8192, (38, 20), 32), keys=None).create(spec)
+    proc_c, side_c = _made(CKKSSecureSum(CKKSParams(8192, (38, 20), 32), keys=None), spec)
     del keys8k
     srv_c = proc_c.new_round(1, [0, 1])
     req_c = srv_c.step(())
     assert isinstance(req_c, dict)
-    other = proc_c.client_session(0).step(req_c[0], Contribution(rng.uniform(-1, 1, d)))
+    other = side_c.session(0).step(req_c[0], Contribution(rng.uniform(-1, 1, d)))
     with pytest.raises(MalformedMessageError):
         server.receive(0, other)
     # a forged label over a foreign key decrypts to garbage: the decryptors see coefficients
     # off the grid by far more than the noise of 2 encryptions and release nothing
     msg = wire.decode(foreign, _INPUT)
-    forged = wire.encode(_INPUT, 1, {**msg.values, "key_id": proc_a.keys.key_id})
+    forged = wire.encode(_INPUT, 1, {**msg.values, "key_id": ss_a.keys.key_id})
     server.receive(0, forged)
-    good = proc_a.client_session(1).step(req[1], Contribution(rng.uniform(-1, 1, d), 0.5))
+    good = side_a.session(1).step(req[1], Contribution(rng.uniform(-1, 1, d), 0.5))
     server.receive(1, good)
     with pytest.raises(ProtocolViolationError, match="duplicate"):
         server.receive(1, good)
@@ -163,18 +170,18 @@ def test_other_parameters_and_other_keys_are_rejected() -> None:
     assert isinstance(agg, dict)
     for c, a in agg.items():
         with pytest.raises(DecryptionError, match="not an honest sum"):
-            proc_a.client_session(c).step(a, None)
+            side_a.session(c).step(a, None)
     with pytest.raises(ProtocolAbortError, match="decryptors"):
         server.step(())
 
 
 def test_wrong_chunk_count_and_truncation() -> None:
     d = 5000
-    proc = CKKSSecureSum().create(_spec(d, 1))
+    proc, side = _made(CKKSSecureSum(), _spec(d, 1))
     server = proc.new_round(1, [0])
     req = server.step(())
     assert isinstance(req, dict)
-    up = proc.client_session(0).step(req[0], Contribution(np.zeros(d)))
+    up = side.session(0).step(req[0], Contribution(np.zeros(d)))
     msg = wire.decode(up, _INPUT)
     with pytest.raises(MalformedMessageError, match="chunks"):
         server.receive(0, wire.encode(_INPUT, 1, {**msg.values, "chunks": 1}))
@@ -191,16 +198,16 @@ def test_wrong_chunk_count_and_truncation() -> None:
 
 def test_lying_decryptor_is_detected() -> None:
     d = 2000
-    proc = CKKSSecureSum().create(_spec(d, 3))
+    proc, side = _made(CKKSSecureSum(), _spec(d, 3))
     server = proc.new_round(5, [0, 1, 2])
     req = server.step(())
     assert isinstance(req, dict)
     for c in range(3):
-        server.receive(c, proc.client_session(c).step(req[c], Contribution(np.full(d, 0.1))))
+        server.receive(c, side.session(c).step(req[c], Contribution(np.full(d, 0.1))))
     agg = server.step(())
     assert isinstance(agg, dict) and len(agg) == 2
     liar, honest = sorted(agg)
-    server.receive(honest, proc.client_session(honest).step(agg[honest], None))
+    server.receive(honest, side.session(honest).step(agg[honest], None))
     from privfl.he.securesum import _DECRYPTED
 
     fake = wire.encode(_DECRYPTED, 5, {"fingerprint": proc.params.fingerprint(),
@@ -221,14 +228,16 @@ def test_configuration_errors() -> None:
         CKKSParams(4096, (60, 60), 40)
     with pytest.raises(ConfigurationError):
         CKKSParams(3000, (40, 20), 32)
-    proc = CKKSSecureSum().create(_spec(10, 1))
+    proc, side = _made(CKKSSecureSum(), _spec(10, 1))
     server = proc.new_round(0, [0])
     req = server.step(())
     assert isinstance(req, dict)
     with pytest.raises(BoundViolationError, match="weight"):
-        proc.client_session(0).step(req[0], Contribution(np.zeros(10), weight=3.0))
+        side.session(0).step(req[0], Contribution(np.zeros(10), weight=3.0))
     with pytest.raises(BoundViolationError, match="linf"):
-        proc.client_session(0).step(req[0], Contribution(np.full(10, 2.0)))
+        side.session(0).step(req[0], Contribution(np.full(10, 2.0)))
+    with pytest.raises(ConfigurationError, match="holds no key"):
+        proc.client_session(0)
 
 
 _FUZZ_PROC = None
@@ -237,13 +246,13 @@ _FUZZ_PROC = None
 def _fuzz_setup():  # type: ignore[no-untyped-def]
     global _FUZZ_PROC
     if _FUZZ_PROC is None:
-        proc = CKKSSecureSum().create(_spec(300, 2))
+        proc, side = _made(CKKSSecureSum(), _spec(300, 2))
         srv = proc.new_round(1, [0, 1])
         req = srv.step(())
-        up = proc.client_session(0).step(req[0], Contribution(np.full(300, 0.5)))
+        up = side.session(0).step(req[0], Contribution(np.full(300, 0.5)))
         srv.receive(0, up)
         agg = srv.step(())
-        _FUZZ_PROC = (proc, up, agg[0])
+        _FUZZ_PROC = (proc, side, up, agg[0])
     return _FUZZ_PROC
 
 
@@ -251,7 +260,7 @@ def _fuzz_setup():  # type: ignore[no-untyped-def]
 @given(which=st.sampled_from(["upload", "aggregate"]), **MUTATION)
 def test_fuzz_decoders_only_raise_privfl_errors(which: str, pos: int, byte: int, op: str,
                                                 blob: bytes) -> None:
-    proc, upload, aggregate = _fuzz_setup()
+    proc, side, upload, aggregate = _fuzz_setup()
     b = mutate(upload if which == "upload" else aggregate, pos, byte, op, blob)
     with contextlib.suppress(PrivflError):
         if which == "upload":
@@ -259,7 +268,7 @@ def test_fuzz_decoders_only_raise_privfl_errors(which: str, pos: int, byte: int,
             srv.step(())
             srv.receive(0, bytes(b))
         else:
-            proc.client_session(1).step(bytes(b), None)
+            side.session(1).step(bytes(b), None)
 
 
 def test_fedavg_with_ckks_equals_plain_within_noise() -> None:
@@ -277,7 +286,7 @@ def test_fedavg_with_ckks_equals_plain_within_noise() -> None:
         fa = FedAvg(model=build_model(ModelName.MLP, data.input_shape, 10), data=data,
                     client_update=LocalSGD(learning_rate=0.2, epochs=1, batch_size=16),
                     config=FedAvgConfig(rounds=6, sampler=FixedSizeSampling(10)),
-                    secure_sum=secure, hooks=CoordinateClip(1.0))
+                    secure_sum=secure, stages=CoordinateClip(1.0))
         runs.append((fa.run(), fa.params))
     (h_plain, p_plain), (h_ckks, p_ckks) = runs
     assert np.abs(p_plain - p_ckks).max() < 1e-4
@@ -289,8 +298,8 @@ def test_parallel_encryption_gives_the_same_sum() -> None:
     d = 70 * 4096  # >= 64 ciphertexts: the worker pool is used
     values = {c: rng.uniform(-1, 1, d) for c in range(2)}
     ss = CKKSSecureSum(workers=2)
-    out, proc, *_ = _round(ss, values, {0: 1.0, 1: 0.5})
-    assert proc._client_engine.pool is not None
+    out, side, *_ = _round(ss, values, {0: 1.0, 1: 0.5})
+    assert side.engine.pool is not None
     ref = values[0] + 0.5 * values[1]
     assert np.abs(out.result.weighted_sum - ref).max() <= 1e-6
-    proc._client_engine.pool.close()
+    side.engine.pool.close()
