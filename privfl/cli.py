@@ -70,6 +70,9 @@ _HELP: dict[str, str] = {
                          "--no-secure-randomness uses the seeded simulation generators: "
                          "reproducible, but the report then states no guarantee (the noise "
                          "can be regenerated from the seed)",
+    "execution": "where simulated clients train: sequential (this process), processes (one "
+                 "worker process per core), ray (Ray actors), auto (ray if installed)",
+    "workers": "worker processes or Ray actors for parallel execution (0 = one per core)",
     "seed": "seed for data split, sampling, initialisation and batch order",
     "out": "parent directory of run directories",
     "name": "run directory name (default: timestamp-dataset-secure)",

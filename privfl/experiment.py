@@ -20,6 +20,7 @@ from typing import Any
 
 from privfl._validation import require_int, require_positive, require_probability, require_real
 from privfl.accounting.accountant import Accountant
+from privfl.core.simulation import Execution
 from privfl.core.weighting import Weighting
 from privfl.data.digits import Partition
 from privfl.errors import ConfigurationError
@@ -143,6 +144,8 @@ class RunConfig:
     clipped_count_stddev: float = 0.0
     accountant: Accountant = Accountant.PLD
     secure_randomness: bool = True
+    execution: Execution = Execution.SEQUENTIAL
+    workers: int = 0
     seed: int = 0
     out: str = "runs"
     name: str = ""
@@ -171,6 +174,7 @@ class RunConfig:
         require_positive("update_bound", self.update_bound)
         require_real("dropout_rate", self.dropout_rate, low=0.0, high=1.0, high_open=True)
         require_int("seed", self.seed, minimum=0)
+        require_int("workers", self.workers, minimum=0, tip="0 means one per core.")
         require_real("epsilon", self.epsilon, low=0.0, tip="0 means no target.")
         require_real("delta", self.delta, low=0.0, high=1.0, low_open=True, high_open=True)
         require_real("noise_multiplier", self.noise_multiplier, low=0.0,
@@ -314,8 +318,9 @@ def _build(cfg: RunConfig) -> Any:
     from privfl.core.params import ParamSpec
     from privfl.recipes import build_dp
 
+    rounding_seed = None if cfg.secure_randomness else cfg.seed
     secure_sum: Any = PlainSecureSum() if cfg.secure is SecureName.PLAIN else _secure_sum(
-        cfg.secure)
+        cfg.secure, rounding_seed)
     dp = build_dp(cfg, update, sampler, data.num_clients, ParamSpec.from_module(model).dim,
                   secure_sum)
     stages = dp.stages
@@ -338,22 +343,24 @@ def _build(cfg: RunConfig) -> Any:
                   config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
                                       weighting=cfg.resolved_weighting),
                   server_optimizer=server_opt, secure_sum=secure_sum,
-                  transport=InMemoryTransport(dropout), stages=stages), dp
+                  transport=InMemoryTransport(dropout), stages=stages,
+                  execution=cfg.execution, workers=cfg.workers), dp
 
 
-def _secure_sum(name: SecureName) -> Any:
+def _secure_sum(name: SecureName, rounding_seed: int | None) -> Any:
     if name in (SecureName.CKKS, SecureName.CKKS_STANDARD):
         from privfl.he.params import COMPACT, STANDARD
         from privfl.he.securesum import CKKSSecureSum
 
-        return CKKSSecureSum(STANDARD if name is SecureName.CKKS_STANDARD else COMPACT)
+        return CKKSSecureSum(STANDARD if name is SecureName.CKKS_STANDARD else COMPACT,
+                             rounding_seed=rounding_seed)
     if name is SecureName.MULTISERVER:
         from privfl.secagg.multiserver import MultiServerSecureSum
 
-        return MultiServerSecureSum(2)
+        return MultiServerSecureSum(2, rounding_seed=rounding_seed)
     from privfl.secagg.pairwise import PairwiseSecureSum
 
-    return PairwiseSecureSum(sparse=name is SecureName.SECAGG_PLUS)
+    return PairwiseSecureSum(sparse=name is SecureName.SECAGG_PLUS, rounding_seed=rounding_seed)
 
 
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
         evaluate,
     )
     from privfl.core.fedavg import (
-        Execution,
         FedAvg,
         FedAvgConfig,
     )
@@ -62,6 +61,9 @@ if TYPE_CHECKING:
         FedAvgServer,
         FedYogi,
         ServerOptimizer,
+    )
+    from privfl.core.simulation import (
+        Execution,
     )
     from privfl.core.spec import (
         ClientId,
@@ -204,7 +206,7 @@ _EXPORTS = {
     "ServerRole": "privfl.core.roles",
     "ServerRound": "privfl.core.roles",
     "Trainer": "privfl.core.roles",
-    "Execution": "privfl.core.fedavg",
+    "Execution": "privfl.core.simulation",
     "LazyContribution": "privfl.core.spec",
     "ReleasePolicy": "privfl.core.release",
     "Withheld": "privfl.core.release",

@@ -26,7 +26,6 @@ from the CSPRNG, and the :class:`History` keeps out what their ledgers do not ac
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from privfl.core.securesum import PlainSecureSum, SecureSum
 from privfl.core.server_opt import FedAvgServer, ServerOptimizer
 from privfl.core.simulation import (
     ClientFactory,
+    Execution,
     ProcessClients,
     RayClients,
     SequentialClients,
@@ -59,19 +59,6 @@ from privfl.data.dataset import FederatedDataset
 from privfl.errors import BudgetExceededError, ProtocolAbortError
 
 __all__ = ["Evaluator", "Execution", "FedAvg", "FedAvgConfig", "FederationInfo"]
-
-
-class Execution(enum.Enum):
-    """Where the simulated clients run."""
-
-    SEQUENTIAL = "sequential"
-    """In this process, one after another."""
-    PROCESSES = "processes"
-    """In worker processes, in parallel (one per core by default)."""
-    RAY = "ray"
-    """In Ray actors (needs Ray: ``pip install privfl[flower]``)."""
-    AUTO = "auto"
-    """Ray when it is installed, worker processes otherwise."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -256,6 +256,11 @@ class ClientRole:
                               dp_steps=int(p["steps"]))
         return wire.encode(_REPLY, rnd.round_id, values)
 
+    def new_run(self) -> None:
+        """A new federation run starts (rounds count from 1 again); the ledger is kept."""
+        self.last_round = -1
+        self._round = None
+
     # --- state (for clients that are a fresh process per message) -----------------------------
     def export_state(self) -> bytes:
         """This client's state between messages, secrets included: keep it on the client."""

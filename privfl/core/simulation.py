@@ -22,6 +22,7 @@ never across a trust boundary; messages between the roles stay privfl wire bytes
 from __future__ import annotations
 
 import copy
+import enum
 import multiprocessing as mp
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -38,7 +39,20 @@ from privfl.errors import (
     ProtocolViolationError,
 )
 
-__all__ = ["ClientFactory", "ProcessClients", "RayClients", "SequentialClients"]
+__all__ = ["ClientFactory", "Execution", "ProcessClients", "RayClients", "SequentialClients"]
+
+
+class Execution(enum.Enum):
+    """Where the simulated clients run."""
+
+    SEQUENTIAL = "sequential"
+    """In this process, one after another."""
+    PROCESSES = "processes"
+    """In worker processes, in parallel (one per core by default)."""
+    RAY = "ray"
+    """In Ray actors (needs Ray: ``pip install privfl[flower]``)."""
+    AUTO = "auto"
+    """Ray when it is installed, worker processes otherwise."""
 
 _ERRORS: dict[str, type[PrivflError]] = {
     "ClientRefusedError": ClientRefusedError,
@@ -191,8 +205,11 @@ class RayClients:
 
     def __init__(self, factory: ClientFactory, clients: Sequence[ClientId], workers: int,
                  address: str | None = None) -> None:
+        import os
+
         import ray
 
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      num_cpus=None if address else workers)

@@ -443,6 +443,9 @@ class CKKSSecureSum:
             precision the parameters cannot deliver is refused at :meth:`create`.
         keys: The clients' keys; generated at :meth:`create` if not given (simulation:
             the driver provisions every client with the same key).
+        server_context: For a deployed server: the key-less context of keys provisioned to
+            the clients out of band (``keys.server_context()``); the server then never sees a
+            key.
         workers: Processes that encrypt large vectors (≥ 64 ciphertexts) on a client;
             ``None`` uses the available CPUs, 1 keeps everything in-process. Decryption stays
             in-process: shipping the aggregate to workers cost more than it saved (measured,
@@ -453,10 +456,15 @@ class CKKSSecureSum:
 
     def __init__(self, params: CKKSParams = COMPACT, *, precision: float | None = None,
                  keys: ClientKeys | None = None, workers: int | None = None,
-                 rounding_seed: int | None = None) -> None:
+                 rounding_seed: int | None = None,
+                 server_context: ServerContext | None = None) -> None:
+        if keys is not None and server_context is not None:
+            raise ConfigurationError("give `keys` (simulation: this object provisions the "
+                                     "clients) or `server_context` (a server), not both.")
         self.base = params
         self.precision = precision
         self.keys = keys
+        self.server_context = server_context
         self.workers = default_workers() if workers is None else workers
         self.rounding_seed = rounding_seed
         self.params: CKKSParams | None = None
@@ -467,6 +475,13 @@ class CKKSSecureSum:
         if self.keys is not None and not _same_keys(self.keys.params, params):
             raise ConfigurationError(
                 f"the given keys are for {self.keys.params}, but the spec needs {params}.")
+        if self.server_context is not None:  # a deployed server: no key at all
+            if not _same_keys(self.server_context.params, params):
+                raise ConfigurationError(
+                    f"the server context is for {self.server_context.params}, but the spec "
+                    f"needs {params}. Tip: provision keys for derive_params(spec).")
+            self.params = params
+            return _Process(spec, params, self.server_context, self.rounding_seed)
         keys = self.keys or ClientKeys.generate(params)
         self.keys = keys  # this factory is the provisioner: it hands the keys to clients
         self.params = params
