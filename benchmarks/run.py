@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ._stamp import write_result
 
-BENCHMARKS = ["ckks", "dp_overhead", "fedavg_round", "secagg"]
+BENCHMARKS = ["ckks", "dp_overhead", "fedavg_round", "scale", "secagg"]
 
 
 def main() -> None:

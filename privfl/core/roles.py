@@ -107,17 +107,35 @@ class PrivateUpdate(Protocol):
 
 @dataclass
 class Trainer:
-    """What trains on a client: a model instance, its layout and a client update."""
+    """What trains on a client: a model instance, its layout and a client update.
+
+    Attributes:
+        threads: torch intra-op threads while training (``None``: leave torch's setting). One
+            thread per client is the default of the simulator: parallelism comes from running
+            clients side by side, and a client's result then does not depend on where it ran
+            (multi-threaded reductions sum in another order).
+    """
 
     model: Any
     param_spec: ParamSpec
     client_update: Any
+    threads: int | None = 1
 
     def train(self, params: npt.NDArray[np.float32], data: Any, rng: np.random.Generator,
               client_id: ClientId, round_id: int) -> Any:
         """One round of local training from ``params``."""
-        return self.client_update.train(self.model, self.param_spec, params, data, rng,
-                                        client_id, round_id)
+        if self.threads is None:
+            return self.client_update.train(self.model, self.param_spec, params, data, rng,
+                                            client_id, round_id)
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self.client_update.train(self.model, self.param_spec, params, data, rng,
+                                            client_id, round_id)
+        finally:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -242,6 +260,8 @@ class ClientRole:
         return min(examples / cap, 1.0)
 
     def _envelope(self, rnd: _ClientRound, reply: bytes) -> bytes:
+        if rnd.contribution is not None:
+            rnd.contribution.release()  # the update lives only for the exchange that sent it
         values: dict[str, object] = {"reply": reply}
         if rnd.contribution is not None and rnd.contribution.computed and not rnd.reported:
             rnd.reported = True

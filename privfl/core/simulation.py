@@ -21,14 +21,17 @@ never across a trust boundary; messages between the roles stay privfl wire bytes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import multiprocessing as mp
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from privfl.core import wire
 from privfl.core.roles import ClientRole, Trainer
 from privfl.core.spec import ClientId
 from privfl.core.transport import Reply
@@ -147,61 +150,118 @@ class SequentialClients:
         """Nothing to stop."""
 
 
-_WORKER: dict[str, Any] = {}
+_BATCH = wire.Schema(kind=54, name="worker.batch", fields=(
+    wire.Field(1, "clients", wire.FieldType.ARRAY, dtype="<u4"),
+    wire.Field(2, "request_index", wire.FieldType.ARRAY, dtype="<u4"),
+    wire.Field(3, "requests", wire.FieldType.BYTES)))
 
 
-def _init_worker(factory: ClientFactory, clients: Sequence[ClientId], threads: int) -> None:
+def _serve(conn: Any, factory: ClientFactory, clients: list[ClientId], threads: int) -> None:
+    """A worker process: own ``clients``' roles; answer batches, streaming one reply each."""
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER["roles"] = factory.roles(clients)
-
-
-def _worker_batch(batch: list[tuple[ClientId, bytes]]) -> list[bytes | tuple[str, str]]:
-    return [_answer(_WORKER["roles"], c, r) for c, r in batch]
+    roles = factory.roles(clients)
+    while True:
+        batch = conn.recv_bytes()
+        if not batch:
+            return
+        msg = wire.decode(batch, _BATCH)
+        distinct = wire.unpack_blobs(msg.raw("requests"), max_items=1 << 20)
+        for cid, k in zip(msg.array("clients"), msg.array("request_index"), strict=True):
+            out = _answer(roles, int(cid), distinct[int(k)])
+            if isinstance(out, bytes):
+                conn.send_bytes(b"\x00" + out)
+            else:
+                conn.send_bytes(b"\x01" + f"{out[0]}|{out[1]}".encode())
 
 
 class ProcessClients:
     """Client roles spread over ``workers`` processes; one exchange runs them in parallel.
 
     Each worker owns the clients ``c % workers == i`` for the whole run (their ledgers and
-    protocol state stay there). An exchange sends each worker its requests as one batch; replies
-    come back per worker and are yielded in request order.
+    protocol state stay there). An exchange sends each worker its requests in one batch (a
+    request shared by many clients, like ``round.start``, travels once); the worker streams its
+    replies back one at a time over a pipe, and a reader thread per worker keeps at most two of
+    them waiting, so the driver holds O(workers · d) bytes, never O(n · d).
     """
 
     def __init__(self, factory: ClientFactory, clients: Sequence[ClientId], workers: int,
                  threads_per_worker: int = 1) -> None:
         self.workers = max(1, workers)
         ctx = mp.get_context("spawn")
-        self._pools = [
-            ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker,
-                                initargs=(factory, [c for c in clients
-                                                    if c % self.workers == i],
-                                          threads_per_worker))
-            for i in range(self.workers)]
+        self._conns = []
+        self._procs = []
+        for i in range(self.workers):
+            parent, child = ctx.Pipe()
+            owned = [c for c in clients if c % self.workers == i]
+            proc = ctx.Process(target=_serve, args=(child, factory, owned, threads_per_worker),
+                               daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
 
     def exchange(self, requests: Sequence[tuple[ClientId, bytes]]) -> Iterator[Reply]:
-        """Dispatch per worker, then yield replies in request order."""
-        batches: list[list[tuple[ClientId, bytes]]] = [[] for _ in range(self.workers)]
+        """Dispatch per worker; yield replies in request order as they stream in."""
+        import queue
+        import threading
+
+        per: list[list[tuple[ClientId, int]]] = [[] for _ in range(self.workers)]
+        distinct: list[dict[int, int]] = [{} for _ in range(self.workers)]  # id -> index
+        blobs: list[list[bytes]] = [[] for _ in range(self.workers)]
         for cid, req in requests:
-            batches[cid % self.workers].append((cid, req))
-        futures: dict[int, Future[list[bytes | tuple[str, str]]]] = {
-            w: self._pools[w].submit(_worker_batch, b) for w, b in enumerate(batches) if b}
-        results: dict[int, Iterator[bytes | tuple[str, str]]] = {}
-        for cid, _ in requests:
             w = cid % self.workers
-            if w not in results:
-                results[w] = iter(futures[w].result())
-            yield _as_reply(cid, next(results[w]))
+            k = distinct[w].get(id(req))
+            if k is None:
+                k = distinct[w][id(req)] = len(blobs[w])
+                blobs[w].append(req)
+            per[w].append((cid, k))
+        queues: list[queue.Queue[bytes]] = [queue.Queue(maxsize=2) for _ in range(self.workers)]
+
+        def read(w: int) -> None:
+            for _ in per[w]:
+                queues[w].put(self._conns[w].recv_bytes())
+
+        readers = []
+        for w in range(self.workers):
+            if per[w]:
+                self._conns[w].send_bytes(wire.encode(_BATCH, 0, {
+                    "clients": np.array([c for c, _ in per[w]], "<u4"),
+                    "request_index": np.array([k for _, k in per[w]], "<u4"),
+                    "requests": wire.pack_blobs(blobs[w])}))
+                t = threading.Thread(target=read, args=(w,), daemon=True)
+                t.start()
+                readers.append(t)
+        for cid, _ in requests:
+            raw = queues[cid % self.workers].get()
+            if raw[:1] == b"\x00":
+                yield cid, raw[1:]
+            else:
+                kind, _, text = raw[1:].decode().partition("|")
+                yield cid, _ERRORS[kind](text)
+        for t in readers:
+            t.join()
 
     def close(self) -> None:
         """Stop the workers."""
-        for pool in self._pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send_bytes(b"")
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+        self._conns, self._procs = [], []
 
 
 class RayClients:
-    """Client roles spread over Ray actors (a local Ray instance unless one is running)."""
+    """Client roles spread over Ray actors (a local Ray instance unless one is running).
+
+    A request shared by many clients is put in Ray's object store once; each client is one
+    remote call, at most ``2 · workers`` in flight, consumed in request order: the driver holds
+    O(workers · d) bytes whatever the number of clients.
+    """
 
     def __init__(self, factory: ClientFactory, clients: Sequence[ClientId], workers: int,
                  address: str | None = None) -> None:
@@ -218,11 +278,13 @@ class RayClients:
         @ray.remote(num_cpus=1)
         class _Actor:
             def __init__(self, factory: ClientFactory, owned: list[ClientId]) -> None:
-                _init_worker(factory, owned, 1)
+                import torch
 
-            def batch(self, items: list[tuple[ClientId, bytes]]
-                      ) -> list[bytes | tuple[str, str]]:
-                return _worker_batch(items)
+                torch.set_num_threads(1)
+                self.roles = factory.roles(owned)
+
+            def handle(self, client: ClientId, request: bytes) -> bytes | tuple[str, str]:
+                return _answer(self.roles, client, request)
 
         self._ray = ray
         self._actors = [_Actor.remote(factory,  # type: ignore[attr-defined]
@@ -230,17 +292,30 @@ class RayClients:
                         for i in range(self.workers)]
 
     def exchange(self, requests: Sequence[tuple[ClientId, bytes]]) -> Iterator[Reply]:
-        """Dispatch per actor, then yield replies in request order."""
-        batches: list[list[tuple[ClientId, bytes]]] = [[] for _ in range(self.workers)]
-        for cid, req in requests:
-            batches[cid % self.workers].append((cid, req))
-        refs = {w: self._actors[w].batch.remote(b) for w, b in enumerate(batches) if b}
-        results: dict[int, Iterator[bytes | tuple[str, str]]] = {}
-        for cid, _ in requests:
-            w = cid % self.workers
-            if w not in results:
-                results[w] = iter(self._ray.get(refs[w]))
-            yield _as_reply(cid, next(results[w]))
+        """One remote call per client, a bounded window in flight, replies in request order."""
+        refs: dict[int, Any] = {}
+        pending: list[tuple[ClientId, Any]] = []
+        it = iter(requests)
+        window = 2 * self.workers
+
+        def submit() -> bool:
+            nxt = next(it, None)
+            if nxt is None:
+                return False
+            cid, req = nxt
+            ref = refs.get(id(req))
+            if ref is None:
+                ref = refs[id(req)] = self._ray.put(req)
+            pending.append((cid, self._actors[cid % self.workers].handle.remote(cid, ref)))
+            return True
+
+        while len(pending) < window and submit():
+            pass
+        while pending:
+            cid, fut = pending.pop(0)
+            out = self._ray.get(fut)
+            submit()
+            yield _as_reply(cid, out)
 
     def close(self) -> None:
         """Release the actors."""

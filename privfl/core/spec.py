@@ -240,21 +240,27 @@ class LazyContribution:
     privacy budget and no compute; the value lives only as long as the exchange that sends it.
     """
 
-    __slots__ = ("_compute", "_done")
+    __slots__ = ("_compute", "_computed", "_done")
 
     def __init__(self, compute: Callable[[], Contribution]) -> None:
         self._compute = compute
         self._done: Contribution | None = None
+        self._computed = False
 
     def _get(self) -> Contribution:
         if self._done is None:
             self._done = self._compute()
+            self._computed = True
         return self._done
 
     @property
     def computed(self) -> bool:
-        """Whether the value has been computed."""
-        return self._done is not None
+        """Whether the value has been computed (it may have been released since)."""
+        return self._computed
+
+    def release(self) -> None:
+        """Drop the value once it has been sent (a later use computes again, or refuses)."""
+        self._done = None
 
     @property
     def value(self) -> npt.NDArray[np.floating]:

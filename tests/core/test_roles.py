@@ -115,6 +115,14 @@ def test_roles_in_separate_processes_give_the_in_process_result_bit_for_bit(secu
     np.testing.assert_array_equal(local, remote)
 
 
+def test_ray_actors_give_the_in_process_result_bit_for_bit() -> None:
+    pytest.importorskip("ray")
+    secure = lambda: PairwiseSecureSum(sparse=True, rounding_seed=3)  # noqa: E731
+    local = _run(Execution.SEQUENTIAL, secure(), CoordinateClip(1.0))
+    remote = _run(Execution.RAY, secure(), CoordinateClip(1.0))
+    np.testing.assert_array_equal(local, remote)
+
+
 def test_client_state_survives_export_between_every_message() -> None:
     """A Flower deployment runs each message in a fresh process: the role's exported state
     must carry a SecAgg+ round through all four exchanges."""
