@@ -20,6 +20,7 @@ from typing import Any
 
 from privfl._validation import require_int, require_positive, require_probability, require_real
 from privfl.accounting.accountant import Accountant
+from privfl.audit.units import AuditUnit
 from privfl.core.simulation import Execution
 from privfl.core.weighting import Weighting
 from privfl.data.digits import Partition
@@ -35,6 +36,9 @@ __all__ = [
     "SecureName",
     "ServerOptName",
     "WeightingChoice",
+    "build_data",
+    "build_model",
+    "build_run",
     "run_experiment",
 ]
 
@@ -110,6 +114,7 @@ class RunConfig:
 
     dataset: DatasetName = DatasetName.DIGITS
     model: ModelChoice = ModelChoice.AUTO
+    hidden: int = 64
     clients: int = 10
     partition: Partition = Partition.DIRICHLET
     alpha: float = 0.5
@@ -146,12 +151,19 @@ class RunConfig:
     secure_randomness: bool = True
     execution: Execution = Execution.SEQUENTIAL
     workers: int = 0
+    audit: bool = False
+    audit_unit: AuditUnit = AuditUnit.AUTO
+    canaries: int = 0
+    audit_confidence: float = 0.95
+    canary_norm: float = 1.0
+    holdout_clients: int = 0
     seed: int = 0
     out: str = "runs"
     name: str = ""
 
     def __post_init__(self) -> None:
         require_int("clients", self.clients, minimum=1)
+        require_int("hidden", self.hidden, minimum=1)
         require_positive("alpha", self.alpha)
         require_int("shards_per_client", self.shards_per_client, minimum=1)
         require_real("synthetic_alpha", self.synthetic_alpha, low=0.0)
@@ -175,6 +187,14 @@ class RunConfig:
         require_real("dropout_rate", self.dropout_rate, low=0.0, high=1.0, high_open=True)
         require_int("seed", self.seed, minimum=0)
         require_int("workers", self.workers, minimum=0, tip="0 means one per core.")
+        require_int("canaries", self.canaries, minimum=0, tip="0 picks the unit's default.")
+        if 0 < self.canaries < 4:
+            raise ConfigurationError(f"`canaries` must be 0 or >= 4. Found {self.canaries}.")
+        require_real("audit_confidence", self.audit_confidence, low=0.0, high=1.0,
+                     low_open=True, high_open=True)
+        require_positive("canary_norm", self.canary_norm)
+        require_int("holdout_clients", self.holdout_clients, minimum=0,
+                    tip="0 means max(20, clients / 10).")
         require_real("epsilon", self.epsilon, low=0.0, tip="0 means no target.")
         require_real("delta", self.delta, low=0.0, high=1.0, low_open=True, high_open=True)
         require_real("noise_multiplier", self.noise_multiplier, low=0.0,
@@ -263,14 +283,46 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a run wrote its files, and its history."""
+    """Where a run wrote its files, its history, privacy report and audit (if any)."""
 
     run_dir: Path
     history: Any
     report: Any = None
+    audit: Any = None
+    params: Any = None
+    """The final global model as a flat float32 vector."""
 
 
-def _build(cfg: RunConfig) -> Any:
+def build_data(cfg: RunConfig, *, clients: int | None = None) -> Any:
+    """The federated data set of ``cfg`` (with ``clients`` clients instead, if given)."""
+    from privfl.data.digits import federated_digits
+    from privfl.data.synthetic import synthetic_federated
+
+    n = cfg.clients if clients is None else clients
+    if cfg.dataset is DatasetName.DIGITS:
+        return federated_digits(n, partition=cfg.partition, alpha=cfg.alpha,
+                                shards_per_client=cfg.shards_per_client, seed=cfg.seed)
+    return synthetic_federated(n, alpha=cfg.synthetic_alpha, beta=cfg.synthetic_beta,
+                               seed=cfg.seed, iid=cfg.synthetic_iid)
+
+
+def build_model(cfg: RunConfig, data: Any) -> Any:
+    """The model of ``cfg`` for ``data``, with deterministic initial weights."""
+    from privfl.models import ModelName, build_model
+
+    default_model = ModelName.MLP if cfg.dataset is DatasetName.DIGITS else ModelName.LOGREG
+    model_name = default_model if cfg.model is ModelChoice.AUTO else ModelName(cfg.model.value)
+    return build_model(model_name, data.input_shape, data.num_classes, seed=cfg.seed,
+                       hidden=cfg.hidden)
+
+
+def build_run(cfg: RunConfig, data: Any = None, model: Any = None,
+              wrap_update: Callable[[Any], Any] | None = None) -> Any:
+    """The FedAvg driver of ``cfg`` and its DP plan (``(driver, plan)``), not yet run.
+
+    ``data`` and ``model`` replace what ``cfg`` would build; ``wrap_update`` wraps the client
+    update (an audit's canary clients, a benchmark's timer).
+    """
     import numpy as np
 
     from privfl.core.client import FedProx, LocalSGD
@@ -279,21 +331,9 @@ def _build(cfg: RunConfig) -> Any:
     from privfl.core.securesum import PlainSecureSum
     from privfl.core.server_opt import FedAdagrad, FedAdam, FedAvgServer, FedYogi
     from privfl.core.transport import InMemoryTransport, RandomDropout
-    from privfl.data.digits import federated_digits
-    from privfl.data.synthetic import synthetic_federated
-    from privfl.models import ModelName, build_model
 
-    if cfg.dataset is DatasetName.DIGITS:
-        data = federated_digits(cfg.clients, partition=cfg.partition, alpha=cfg.alpha,
-                                shards_per_client=cfg.shards_per_client, seed=cfg.seed)
-        default_model = ModelName.MLP
-    else:
-        data = synthetic_federated(cfg.clients, alpha=cfg.synthetic_alpha,
-                                   beta=cfg.synthetic_beta, seed=cfg.seed,
-                                   iid=cfg.synthetic_iid)
-        default_model = ModelName.LOGREG
-    model_name = default_model if cfg.model is ModelChoice.AUTO else ModelName(cfg.model.value)
-    model = build_model(model_name, data.input_shape, data.num_classes, seed=cfg.seed)
+    data = build_data(cfg) if data is None else data
+    model = build_model(cfg, data) if model is None else model
     local: dict[str, Any] = {
         "learning_rate": cfg.lr, "momentum": cfg.momentum,
         "batch_size": cfg.batch_size or None,
@@ -305,7 +345,7 @@ def _build(cfg: RunConfig) -> Any:
     if cfg.sampling is SamplingName.POISSON:
         sampler = PoissonSampling(cfg.sample_rate)
     else:
-        sampler = FixedSizeSampling(cfg.clients_per_round or cfg.clients)
+        sampler = FixedSizeSampling(cfg.clients_per_round or data.num_clients)
     server_opt: Any
     if cfg.server_opt is ServerOptName.FEDAVG:
         server_opt = FedAvgServer(cfg.server_lr or 1.0, cfg.server_momentum)
@@ -339,7 +379,8 @@ def _build(cfg: RunConfig) -> Any:
             dp.notes.append(f"Each coordinate of each update was clipped to ±{cfg.update_bound:g} "
                             f"so that the {cfg.secure.value} sum cannot overflow (no privacy "
                             "effect).")
-    return FedAvg(model=model, data=data, client_update=dp.client_update,
+    update = dp.client_update if wrap_update is None else wrap_update(dp.client_update)
+    return FedAvg(model=model, data=data, client_update=update,
                   config=FedAvgConfig(rounds=cfg.rounds, sampler=sampler, seed=cfg.seed,
                                       weighting=cfg.resolved_weighting),
                   server_optimizer=server_opt, secure_sum=secure_sum,
@@ -364,22 +405,51 @@ def _secure_sum(name: SecureName, rounding_seed: int | None) -> Any:
 
 
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,
-                   run_dir: Path | None = None) -> RunResult:
-    """Train as configured and write the run directory; returns it with the history."""
+                   run_dir: Path | None = None, plots: bool = True) -> RunResult:
+    """Train as configured and write the run directory; returns it with the history.
+
+    ``plots=False`` skips the PNGs (benchmark cells run many of these).
+
+    With ``cfg.audit`` the run plants canaries first (:class:`~privfl.audit.plan.AuditPlan`),
+    and the privacy report carries the audit's findings beside the accountant's ε; the raw
+    scores go to ``audit.json``.
+    """
     from privfl.plotting import plot_history
 
-    driver, dp = _build(cfg)
+    plan = None
+    if cfg.audit:
+        from privfl.audit.plan import AuditPlan
+
+        plan = AuditPlan(cfg, build_data, build_model)
+        driver, dp = build_run(cfg, plan.data, plan.model, plan.wrap)
+        plan.start(driver.params)
+    else:
+        driver, dp = build_run(cfg)
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(cfg.out) / (cfg.name or f"{stamp}-{cfg.dataset.value}-{cfg.secure.value}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(cfg.to_toml())
-    history = driver.run(on_round=on_round)
+
+    def round_done(record: Any) -> None:
+        if plan is not None:
+            plan.observe(driver.params)
+        if on_round is not None:
+            on_round(record)
+
+    history = driver.run(on_round=round_done)
     history.save(run_dir / "history.json")
-    plot_history(history, run_dir / "plot.png", title=f"privfl run: {run_dir.name}")
+    if plots:
+        plot_history(history, run_dir / "plot.png", title=f"privfl run: {run_dir.name}")
     report = dp.report(driver.secure_sum.trust_assumption(), history)
+    audit = None
+    if plan is not None:
+        audit = plan.finish(driver.params, report)
+        audit.save(run_dir / "audit.json")
+        report = report.with_audits(audit.findings)
     (run_dir / "privacy_report.json").write_text(report.to_json())
     (run_dir / "privacy_report.md").write_text(report.to_markdown())
-    if report.units:
+    if report.units and plots:
         report.plot(run_dir / "privacy_epsilon.png")
-    return RunResult(run_dir=run_dir, history=history, report=report)
+    return RunResult(run_dir=run_dir, history=history, report=report, audit=audit,
+                     params=driver.params.copy())

@@ -74,12 +74,12 @@ class ModelName(enum.Enum):
 
 
 def build_model(name: ModelName, input_shape: tuple[int, ...], num_classes: int,
-                *, seed: int = 0) -> nn.Module:
-    """Build a built-in model with deterministic initial weights."""
+                *, seed: int = 0, hidden: int = 64) -> nn.Module:
+    """Build a built-in model with deterministic initial weights (``hidden``: MLP width)."""
     torch.manual_seed(seed)
     d = math.prod(input_shape)
     if name is ModelName.MLP:
-        return MLP(d, 64, num_classes)
+        return MLP(d, hidden, num_classes)
     if name is ModelName.CNN:
         side = math.isqrt(d)
         if side * side != d:

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-PACKAGES = ["privfl", "privfl.core", "privfl.data", "privfl.accounting", "privfl.dp", "privfl.he",
-            "privfl.secagg"]
+PACKAGES = ["privfl", "privfl.core", "privfl.data", "privfl.accounting", "privfl.audit",
+            "privfl.bench", "privfl.dp", "privfl.he", "privfl.secagg"]
 
 
 def test_import_privfl_does_not_import_torch_or_tenseal() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import math
 from collections.abc import Iterator
@@ -79,6 +80,55 @@ def make_accountant(accountant: Accountant, relation: NeighboringRelation,
     return rdp.RdpAccountant(neighboring_relation=_relation(relation))
 
 
+def _sampled_gaussians(event: Any, count: int = 1) -> list[tuple[Any, int]] | None:
+    """``event`` as (Poisson-sampled Gaussian, times) parts, or ``None`` for other shapes."""
+    import dp_accounting as dpa
+
+    if isinstance(event, dpa.NoOpDpEvent):
+        return []
+    if isinstance(event, dpa.SelfComposedDpEvent):
+        return _sampled_gaussians(event.event, count * event.count)
+    if isinstance(event, dpa.ComposedDpEvent):
+        parts: list[tuple[Any, int]] = []
+        for e in event.events:
+            sub = _sampled_gaussians(e, count)
+            if sub is None:
+                return None
+            parts += sub
+        return parts
+    if (isinstance(event, dpa.PoissonSampledDpEvent)
+            and isinstance(event.event, dpa.GaussianDpEvent)
+            and event.event.noise_multiplier > 0 and event.sampling_probability > 0):
+        return [(event, count)]
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _base_pld(noise_multiplier: float, sampling_prob: float, relation: NeighboringRelation,
+              interval: float) -> Any:
+    """PLD of one Poisson-sampled Gaussian: the expensive part, built once per parameters."""
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
+
+    return pld_lib.from_gaussian_mechanism(
+        standard_deviation=noise_multiplier, value_discretization_interval=interval,
+        sampling_prob=sampling_prob, neighboring_relation=_relation(relation))
+
+
+def _pld_epsilon(parts: list[tuple[Any, int]], delta: float, relation: NeighboringRelation,
+                 interval: float) -> float:
+    """What dp-accounting's PLDAccountant computes for these parts, in the same order.
+
+    Each base PLD is cached: a ledger asks for the same mechanism composed r, r+1, … times.
+    """
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
+
+    pld = pld_lib.identity(value_discretization_interval=interval)
+    for ev, times in parts:
+        base = _base_pld(ev.event.noise_multiplier, ev.sampling_probability, relation, interval)
+        pld = pld.compose(base.self_compose(times))
+    return float(pld.get_epsilon_for_delta(delta))
+
+
 def check_delta(delta: float) -> float:
     """Validate δ ∈ (0, 1)."""
     return require_real("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
@@ -104,10 +154,14 @@ def epsilon(event: Any, *, delta: float, accountant: Accountant = Accountant.PLD
             f"the {accountant.name} accountant cannot account for {type(event).__name__} under "
             f"{relation.name}. Tip: sampling without replacement needs the RDP accountant and "
             "the REPLACE_ONE relation.")
+    parts = _sampled_gaussians(event) if accountant is Accountant.PLD else None
     try:
         with _quiet_absl():
-            acc.compose(event)
-            eps = float(acc.get_epsilon(delta))
+            if parts:
+                eps = _pld_epsilon(parts, delta, relation, pld_interval)
+            else:
+                acc.compose(event)
+                eps = float(acc.get_epsilon(delta))
     except (ValueError, OverflowError, MemoryError, ArithmeticError) as exc:
         raise UnsupportedEventError(
             f"the {accountant.name} accountant failed on {event} at delta={delta:g}: "

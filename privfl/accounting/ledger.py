@@ -23,6 +23,7 @@ PLD for the subsampled Gaussian, so PLD is computed only when RDP alone cannot c
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -119,6 +120,23 @@ def _compose(counts: Mapping[Any, int]) -> Any:
     return parts[0] if len(parts) == 1 else dp_accounting.ComposedDpEvent(parts)
 
 
+@functools.lru_cache(maxsize=4096)
+def _composed_epsilon(counts: frozenset[tuple[Any, int]], delta: float,
+                      relation: NeighboringRelation, accountant: Accountant,
+                      pld_interval: float) -> float:
+    """ε of a composition, shared by every ledger of the process.
+
+    The clients of a simulated federation hold identical histories; each would otherwise pay
+    the accountant alone.
+    """
+    import dp_accounting
+
+    if any(isinstance(e, dp_accounting.NonPrivateDpEvent) for e, _ in counts):
+        return math.inf
+    return epsilon(_compose(dict(counts)), delta=delta, accountant=accountant,
+                   relation=relation, pld_interval=pld_interval)
+
+
 class PrivacyLedger:
     """Records the DP events of every mechanism, per privacy unit, and enforces budgets.
 
@@ -141,7 +159,6 @@ class PrivacyLedger:
                     f"budget for {kind.value} units has delta={b.delta}, but the ledger reports "
                     f"at delta={self.delta}. Tip: use the same delta.")
         self._books: dict[PrivacyUnit, _UnitBook] = {}
-        self._cache: dict[tuple[Any, ...], float] = {}
 
     def empty_like(self) -> PrivacyLedger:
         """A new, empty ledger with the same δ, accountant and budgets (for another party)."""
@@ -152,17 +169,8 @@ class PrivacyLedger:
              accountant: Accountant, pld_interval: float = PLD_INTERVAL) -> float:
         if not counts:
             return 0.0
-        key = (accountant, relation, pld_interval, frozenset(counts.items()))
-        if key not in self._cache:
-            import dp_accounting
-
-            if any(isinstance(e, dp_accounting.NonPrivateDpEvent) for e in counts):
-                self._cache[key] = math.inf
-            else:
-                self._cache[key] = epsilon(_compose(counts), delta=self.delta,
-                                           accountant=accountant, relation=relation,
-                                           pld_interval=pld_interval)
-        return self._cache[key]
+        return _composed_epsilon(frozenset(counts.items()), self.delta, relation, accountant,
+                                 pld_interval)
 
     def supports(self, unit: PrivacyUnit, event: Any,
                  accountant: Accountant | None = None) -> bool:

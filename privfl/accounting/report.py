@@ -9,6 +9,8 @@ individual updates. It serialises to JSON (round-trippable), Markdown and a PNG 
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -21,9 +23,35 @@ from privfl.accounting.calibrate import COARSE_PLD_INTERVAL
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit, UnitKind
 from privfl.errors import UnsupportedEventError
 
-__all__ = ["PrivacyReport", "Scope", "UnitReport"]
+__all__ = ["AuditFinding", "FindingKind", "PrivacyReport", "Scope", "UnitReport"]
 
 _MAX_PLD_POINTS = 8
+
+
+def _clean(x: Any) -> Any:
+    """JSON-compatible copy: ∞ as "inf", enums as their values."""
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, enum.Enum):
+        return x.value
+    return x
+
+
+def _unclean(x: Any) -> Any:
+    """Inverse of :func:`_clean` for numbers."""
+    if x == "inf":
+        return math.inf
+    if x == "-inf":
+        return -math.inf
+    if isinstance(x, list):
+        return [_unclean(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _unclean(v) for k, v in x.items()}
+    return x
 
 
 def _fmt(x: float | None) -> str:
@@ -90,6 +118,70 @@ class Scope:
         return out
 
 
+class FindingKind(enum.Enum):
+    """What an empirical privacy number is, statistically."""
+
+    ESTIMATE = "estimate"
+    """A point estimate (Andrew et al.): it may land above the true ε; not a bound."""
+    LOWER_BOUND = "lower bound"
+    """A lower bound at the stated confidence: above the accountant's ε means a bug."""
+    HEURISTIC_BOUND = "heuristic lower bound"
+    """A bound whose independence assumption the run does not meet (membership inference on
+    records whose membership was not randomised)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditFinding:
+    """One empirical privacy number, beside the accountant's ε for the same unit.
+
+    Attributes:
+        unit_kind: ``"example"`` or ``"client"``: what the audit's records were.
+        method: The attack or estimator, with its reference.
+        kind: Estimate, lower bound or heuristic bound.
+        value: The ε it gives (at ``delta``).
+        confidence: 1 − β for bounds, ``None`` for estimates.
+        delta: The ledger's δ.
+        threat_model: Which outputs the statistic read (final model, all iterates).
+        accountant_epsilon: The accountant's ε for the same unit (the worst client for
+            example-level units); ``inf`` without DP.
+        details: Method-specific figures (AUC, canary counts, z-scores, guesses, …).
+    """
+
+    unit_kind: str
+    method: str
+    kind: FindingKind
+    value: float
+    confidence: float | None
+    delta: float
+    threat_model: str
+    accountant_epsilon: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict."""
+        out: dict[str, Any] = _clean(asdict(self))
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> AuditFinding:
+        """Inverse of :meth:`to_dict`."""
+        values = {k: _unclean(v) for k, v in raw.items()}
+        return cls(**{**values, "kind": FindingKind(raw["kind"])})
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the number claims to be a lower bound (heuristic or not)."""
+        return self.kind is not FindingKind.ESTIMATE
+
+    def markdown_row(self) -> str:
+        """One row of the report's audit table."""
+        conf = "—" if self.confidence is None else f"{self.confidence:.0%}"
+        detail = ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}"
+                           for k, v in self.details.items() if not isinstance(v, (list, dict)))
+        return (f"| {self.method} | {self.kind.value} | {_fmt(self.value)} | {conf} | "
+                f"{_fmt(self.accountant_epsilon)} | {self.threat_model} | {detail} |")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrivacyReport:
     """Everything a run can claim about privacy."""
@@ -100,6 +192,9 @@ class PrivacyReport:
     trust_assumptions: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     scopes: list[Scope] = field(default_factory=list)
+    audits: list[AuditFinding] = field(default_factory=list)
+    """Empirical privacy numbers of the same run (``privfl audit``), each beside the
+    accountant's ε."""
 
     # --- construction -----------------------------------------------------------------------
     @classmethod
@@ -152,17 +247,12 @@ class PrivacyReport:
     # --- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (∞ becomes the string "inf")."""
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and math.isinf(x):
-                return "inf"
-            if isinstance(x, dict):
-                return {k: clean(v) for k, v in x.items()}
-            if isinstance(x, list):
-                return [clean(v) for v in x]
-            return x
-
-        out: dict[str, Any] = clean(asdict(self))
+        out: dict[str, Any] = _clean(asdict(self))
         return out
+
+    def with_audits(self, findings: Sequence[AuditFinding]) -> PrivacyReport:
+        """This report with ``findings`` added to its audits."""
+        return dataclasses.replace(self, audits=[*self.audits, *findings])
 
     def to_json(self) -> str:
         """Indented JSON."""
@@ -171,18 +261,12 @@ class PrivacyReport:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PrivacyReport:
         """Inverse of :meth:`to_dict`."""
-        def unclean(x: Any) -> Any:
-            if x == "inf":
-                return math.inf
-            if isinstance(x, list):
-                return [unclean(v) for v in x]
-            return x
-
-        units = [UnitReport(**{k: unclean(v) for k, v in u.items()}) for u in raw["units"]]
+        audits = [AuditFinding.from_dict(a) for a in raw.get("audits", [])]
+        units = [UnitReport(**{k: _unclean(v) for k, v in u.items()}) for u in raw["units"]]
         return cls(delta=raw["delta"], accountant=raw["accountant"], units=units,
                    trust_assumptions=list(raw.get("trust_assumptions", [])),
                    notes=list(raw.get("notes", [])),
-                   scopes=[Scope(**sc) for sc in raw.get("scopes", [])])
+                   scopes=[Scope(**sc) for sc in raw.get("scopes", [])], audits=audits)
 
     @classmethod
     def load(cls, path: str | Path) -> PrivacyReport:
@@ -240,6 +324,8 @@ class PrivacyReport:
                 lines += self._unit_md(worst, header=False)
             if UnitKind.EXAMPLE.value in scopes:
                 lines += scopes[UnitKind.EXAMPLE.value].markdown()
+        if self.audits:
+            lines += self._audit_md()
         lines += ["## Who sees what (confidentiality layer)", ""]
         for t in self.trust_assumptions:
             lines += [f"- **{t['mechanism']}** — {t['statement']} Server sees: "
@@ -250,6 +336,17 @@ class PrivacyReport:
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+    def _audit_md(self) -> list[str]:
+        out = ["## Empirical audit (beside the accountant's ε)", "",
+               "What an attacker with canaries or a loss threshold actually inferred from this "
+               "run. An *estimate* may exceed the true ε; a *lower bound* above the accountant's "
+               "ε would mean a bug in the audit or in the accounting. The final-model statistics "
+               "read a weaker adversary than the accountant's, who sees every round.", "",
+               "| method | kind | ε | confidence | accountant ε | threat model | details |",
+               "|---|---|---|---|---|---|---|"]
+        out += [a.markdown_row() for a in self.audits]
+        return out + [""]
 
     @staticmethod
     def _unit_md(u: UnitReport, header: bool = True) -> list[str]:

@@ -166,7 +166,8 @@ class FedAvg:
                 factory.secrets_object = keys
         return factory
 
-    def _pool(self) -> Any:
+    def client_pool(self) -> Any:
+        """The simulated clients (started on first use; :meth:`close` stops them)."""
         if self._clients is None:
             ids = list(range(self.data.num_clients))
             mode = self.execution
@@ -253,7 +254,7 @@ class FedAvg:
     def _exchange(self, record: RoundRecord, round_id: int, selected: list[ClientId]) -> None:
         server_round = self.server.open_round(round_id, selected)
         try:
-            outcome = self.transport.run(server_round, self._pool())
+            outcome = self.transport.run(server_round, self.client_pool())
         except ProtocolAbortError as exc:
             record.aborted = str(exc)
             record.dropped = {c: "round aborted" for c in selected}

@@ -83,7 +83,7 @@ def test_server_and_client_roles_share_no_object(name: str, secure: Any, update:
                 config=FedAvgConfig(rounds=2, sampler=PoissonSampling(1.0),
                                     weighting=Weighting.UNIFORM),
                 secure_sum=secure(), stages=stages() if stages else None)
-    pool = fa._pool()
+    pool = fa.client_pool()
     fa.run_round(1, [0, 1, 2, 3, 4, 5])  # state on both sides after a round
     server = _graph(fa.server)
     for role in pool.roles.values():
@@ -152,7 +152,7 @@ def test_client_state_survives_export_between_every_message() -> None:
     fa2 = FedAvg(model=_model(), data=data, client_update=LocalSGD(learning_rate=0.3),
                  config=FedAvgConfig(rounds=1, sampler=FixedSizeSampling(6), seed=2),
                  secure_sum=PairwiseSecureSum(rounding_seed=1), stages=CoordinateClip(1.0))
-    ref = InMemoryTransport().run(fa2.server.open_round(1, list(range(6))), fa2._pool())
+    ref = InMemoryTransport().run(fa2.server.open_round(1, list(range(6))), fa2.client_pool())
     np.testing.assert_array_equal(out.result.weighted_sum, ref.result.weighted_sum)
     assert out.stages == 4 and not out.dropped
 
@@ -161,7 +161,7 @@ def test_client_refuses_replayed_or_stale_rounds_and_stray_messages() -> None:
     data = _data(3)
     fa = FedAvg(model=_model(), data=data, client_update=LocalSGD(learning_rate=0.3),
                 config=FedAvgConfig(rounds=3, sampler=FixedSizeSampling(3)))
-    role: ClientRole = fa._pool().roles[0]
+    role: ClientRole = fa.client_pool().roles[0]
     from privfl.core import wire
     from privfl.core.securesum import _REQUEST
 
@@ -184,7 +184,7 @@ def test_server_round_rejects_envelopes_for_other_rounds_and_bad_bytes() -> None
     data = _data(3)
     fa = FedAvg(model=_model(), data=data, client_update=LocalSGD(learning_rate=0.3),
                 config=FedAvgConfig(rounds=3, sampler=FixedSizeSampling(3)))
-    pool = fa._pool()
+    pool = fa.client_pool()
     r1 = fa.server.open_round(1, [0, 1, 2])
     req = r1.step(())
     assert isinstance(req, dict)

@@ -86,7 +86,7 @@ def federation(monkeypatch: pytest.MonkeyPatch) -> tuple[FedAvg, dict[int, int]]
 
 
 def _honest(fa: FedAvg):  # type: ignore[no-untyped-def]
-    roles = fa._pool().roles
+    roles = fa.client_pool().roles
 
     def answer(node: int, request: bytes) -> list[_Reply]:
         reply = roles[node - 100].handle(request)
