@@ -100,7 +100,8 @@ def local_dp_sgd(*, rounds: int, steps: int, sample_rate: float, learning_rate: 
                      f"{target_epsilon:g}, δ={delta:g}.")
     if target_epsilon is not None:
         ledger_budgets[UnitKind.EXAMPLE] = Budget(target_epsilon, delta)
-    ledger = PrivacyLedger(delta=delta, accountant=accountant, budgets=ledger_budgets)
+    ledger = PrivacyLedger(delta=delta, accountant=accountant, budgets=ledger_budgets,
+                           horizon=rounds)
     update = DPSGDClientUpdate(
         noise_multiplier=noise_multiplier, clip_norm=clip_norm, sample_rate=sample_rate,
         steps=steps, learning_rate=learning_rate, ledger=ledger, secure_mode=secure_mode,
@@ -155,7 +156,7 @@ def dp_fedavg(*, client_update: ClientUpdate, sampler: ClientSampler, num_client
                      f"{accountant.name} so that {rounds} rounds end at ε ≤ {target_epsilon:g}, "
                      f"δ={delta:g} (client-level).")
     budgets = {UnitKind.CLIENT: Budget(target_epsilon, delta)} if target_epsilon else {}
-    ledger = PrivacyLedger(delta=delta, accountant=accountant, budgets=budgets)
+    ledger = PrivacyLedger(delta=delta, accountant=accountant, budgets=budgets, horizon=rounds)
     clipping: FixedClipping | AdaptiveClipping
     if adaptive:
         clipping = AdaptiveClipping(initial_clip_norm=clip_norm or 0.1,
@@ -214,7 +215,8 @@ def distributed_dp(*, client_update: ClientUpdate, secure_sum: Any, sampler: Cli
         notes.append(f"noise_multiplier {noise_multiplier:.4g} was calibrated with RDP so that "
                      f"{rounds} rounds end at ε ≤ {target_epsilon:g}, δ={delta:g}.")
     budgets = {UnitKind.CLIENT: Budget(target_epsilon, delta)} if target_epsilon else {}
-    ledger = PrivacyLedger(delta=delta, accountant=Accountant.RDP, budgets=budgets)
+    ledger = PrivacyLedger(delta=delta, accountant=Accountant.RDP, budgets=budgets,
+                           horizon=rounds)
     stages = DistributedDP(noise_multiplier=noise_multiplier, clip_norm=clip_norm, ledger=ledger,
                           secure_sum=secure_sum, min_clients_fraction=min_clients_fraction,
                           rng=rng)

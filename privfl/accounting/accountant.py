@@ -103,7 +103,7 @@ def _sampled_gaussians(event: Any, count: int = 1) -> list[tuple[Any, int]] | No
     return None
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=16)  # a PLD of a small σ holds MBs: keep the recent few
 def _base_pld(noise_multiplier: float, sampling_prob: float, relation: NeighboringRelation,
               interval: float) -> Any:
     """PLD of one Poisson-sampled Gaussian: the expensive part, built once per parameters."""

@@ -137,6 +137,26 @@ def _composed_epsilon(counts: frozenset[tuple[Any, int]], delta: float,
                    relation=relation, pld_interval=pld_interval)
 
 
+_CERTIFIED: dict[tuple[Any, ...], list[dict[Any, int]]] = {}
+_MAX_CERTIFICATES = 64
+
+
+def _certified(key: tuple[Any, ...], counts: Mapping[Any, int]) -> bool:
+    """Whether ``counts`` is dominated by a composition already shown to be within budget.
+
+    ε never decreases when a mechanism is composed once more, so every composition that runs
+    each mechanism at most as often as a certified one is within the same budget.
+    """
+    return any(all(n <= cert.get(e, 0) for e, n in counts.items())
+               for cert in _CERTIFIED.get(key, ()))
+
+
+def _certify(key: tuple[Any, ...], counts: Mapping[Any, int]) -> None:
+    certs = _CERTIFIED.setdefault(key, [])
+    certs.append(dict(counts))
+    del certs[:-_MAX_CERTIFICATES]
+
+
 class PrivacyLedger:
     """Records the DP events of every mechanism, per privacy unit, and enforces budgets.
 
@@ -144,10 +164,15 @@ class PrivacyLedger:
         delta: δ at which ε is reported (and the δ of the budgets).
         accountant: The accountant that certifies ε (PLD by default; RDP is reported alongside).
         budgets: Optional budget per unit kind, checked before each mechanism runs.
+        horizon: How many times a unit's per-round event is planned to run (the rounds), a
+            performance hint only: the first budget check certifies the whole plan at once
+            (one accountant call instead of one per round), and a plan that does not fit falls
+            back to the exact check of the next event. It never changes which checks pass.
     """
 
     def __init__(self, *, delta: float, accountant: Accountant = Accountant.PLD,
-                 budgets: Mapping[UnitKind, Budget] | None = None) -> None:
+                 budgets: Mapping[UnitKind, Budget] | None = None,
+                 horizon: int | None = None) -> None:
         self.delta = check_delta(delta)
         if not isinstance(accountant, Accountant):
             raise ConfigurationError(f"`accountant` must be an Accountant. Found {accountant!r}.")
@@ -158,11 +183,13 @@ class PrivacyLedger:
                 raise ConfigurationError(
                     f"budget for {kind.value} units has delta={b.delta}, but the ledger reports "
                     f"at delta={self.delta}. Tip: use the same delta.")
+        self.horizon = None if horizon is None else require_int("horizon", horizon, minimum=1)
         self._books: dict[PrivacyUnit, _UnitBook] = {}
 
     def empty_like(self) -> PrivacyLedger:
-        """A new, empty ledger with the same δ, accountant and budgets (for another party)."""
-        return PrivacyLedger(delta=self.delta, accountant=self.accountant, budgets=self.budgets)
+        """A new, empty ledger with the same δ, accountant, budgets and horizon."""
+        return PrivacyLedger(delta=self.delta, accountant=self.accountant, budgets=self.budgets,
+                             horizon=self.horizon)
 
     # --- accounting ---------------------------------------------------------------------
     def _eps(self, counts: Mapping[Any, int], relation: NeighboringRelation,
@@ -222,16 +249,38 @@ class PrivacyLedger:
         budget = self.budgets.get(unit.kind)
         if budget is None:
             return
-        if (self.accountant is Accountant.PLD and self.supports(unit, event, Accountant.RDP)
-                and self.projected_epsilon(unit, event, accountant=Accountant.RDP)
-                <= budget.epsilon):
+        book = self._books.get(unit, _UnitBook())
+        counts = Counter(book.counts)
+        counts[event] += 1
+        key = (self.delta, unit.relation, self.accountant, budget.epsilon)
+        if _certified(key, counts):
             return
-        eps = self.projected_epsilon(unit, event)
-        if eps > budget.epsilon:
+        if self.horizon is not None and counts[event] < self.horizon:
+            plan = Counter(counts)
+            plan[event] = self.horizon
+            if self._within(unit, event, plan, budget.epsilon) is None:
+                _certify(key, plan)
+                return
+        eps = self._within(unit, event, counts, budget.epsilon)
+        if eps is not None:
             raise BudgetExceededError(
                 f"{unit.key}: the next mechanism would bring epsilon to {eps:.4g} > budget "
                 f"{budget.epsilon:g} (delta={budget.delta:g}, {self.accountant.name}). "
                 "It was not run.")
+        _certify(key, counts)
+
+    def _within(self, unit: PrivacyUnit, event: Any, counts: Mapping[Any, int],
+                budget: float) -> float | None:
+        """``None`` if ``counts`` is within ``budget``, else its ε.
+
+        RDP is tried first when PLD certifies: it is faster and looser, so RDP within the
+        budget settles it.
+        """
+        if (self.accountant is Accountant.PLD and self.supports(unit, event, Accountant.RDP)
+                and self._eps(counts, unit.relation, Accountant.RDP) <= budget):
+            return None
+        eps = self._eps(counts, unit.relation, self.accountant)
+        return None if eps <= budget else eps
 
     def record(self, unit: PrivacyUnit, event: Any, *, round_id: int, mechanism: str,
                params: Mapping[str, Any] | None = None, already_released: bool = False) -> None:

@@ -79,6 +79,11 @@ def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
             "accountant_epsilon": _stats([x.get("accountant_epsilon", math.inf) for x in res]),
             "accountant_epsilon_max": max(x.get("accountant_epsilon", math.inf) for x in res),
             "seconds": _stats([c["seconds"] for c in cells]),
+            "round_seconds": _stats([x.get("round_seconds_median", math.nan) for x in res]),
+            "bytes_up_per_client": _stats([x.get("bytes_up_per_client", math.nan)
+                                           for x in res]),
+            "bytes_down_per_client": _stats([x.get("bytes_down_per_client", math.nan)
+                                             for x in res]),
         }
         for key, prefix, threat in (("one_run", "one-run", "final model"),
                                     ("one_run_all", "one-run", "all iterates"),
@@ -225,6 +230,34 @@ def _agreement_md(agreement: list[dict[str, Any]]) -> list[str]:
     return out + [""]
 
 
+def _run_costs_md(rows: list[dict[str, Any]]) -> list[str]:
+    fed = [r for r in rows if r["kind"] == CellKind.FEDERATED.value
+           and r["round_seconds"]["n"]]
+    if not fed:
+        return []
+    out = ["## Cost per round in these runs", "",
+           "Median round time (all clients in one process, training included) and bytes per "
+           "client and round, averaged over ε and seeds; `privfl bench costs` separates client "
+           "and server time and measures server memory.", "",
+           "| data set | mechanism | secure sum | round s | × plain | up B/client | × plain | "
+           "down B/client |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in fed:
+        groups[(r["dataset"], r["label"], r["secure"])].append(r)
+
+    def mean(rs: list[dict[str, Any]], key: str) -> float:
+        return statistics.fmean(r[key]["mean"] for r in rs)
+
+    for (ds, label, secure), rs in sorted(groups.items()):
+        base = groups.get((ds, label, "plain"))
+        t, up = mean(rs, "round_seconds"), mean(rs, "bytes_up_per_client")
+        tx = f"{t / mean(base, 'round_seconds'):.2f}" if base else "—"
+        ux = f"{up / mean(base, 'bytes_up_per_client'):.2f}" if base else "—"
+        out.append(f"| {ds} | {label} | {secure} | {t:.3f} | {tx} | {up:,.0f} | {ux} | "
+                   f"{mean(rs, 'bytes_down_per_client'):,.0f} |")
+    return out + [""]
+
+
 def _costs_md(costs: list[dict[str, Any]]) -> list[str]:
     if not costs:
         return []
@@ -274,12 +307,26 @@ def _stamps_md(records: list[dict[str, Any]]) -> list[str]:
 
 
 # --- plots ----------------------------------------------------------------------------------
-def _plot_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt: Any, fig: Any, path: Path, title: str | None) -> Path:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    plt = _pyplot()
     datasets = sorted({r["dataset"] for r in rows})
     if not datasets:
         return None
@@ -313,19 +360,11 @@ def _plot_accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set(title=ds, xlabel="ε (accountant, at the run's δ)", ylabel="test accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Accuracy against ε (plain secure sum; band: min–max over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, "Accuracy against ε (plain secure sum; band: min–max over seeds)")
 
 
 def _plot_audit(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     audited = [r for r in rows if "one_run" in r and math.isfinite(r["epsilon"])
                and (r["secure"] == "plain" or r["kind"] == CellKind.CENTRALIZED.value)]
     if not audited:
@@ -351,19 +390,11 @@ def _plot_audit(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set(title=ds, xlabel="accountant ε", ylabel="empirical ε")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle("Empirical audit against the accountant")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, "Empirical audit against the accountant")
 
 
 def _plot_costs(costs: list[dict[str, Any]], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if not costs:
         return None
     datasets = sorted({c["dataset"] for c in costs})
@@ -386,10 +417,7 @@ def _plot_costs(costs: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, None)
 
 
 def write_tables(suite: Suite, directory: Path, records: list[dict[str, Any]]) -> list[Path]:
@@ -402,7 +430,7 @@ def write_tables(suite: Suite, directory: Path, records: list[dict[str, Any]]) -
              f"`privfl bench {suite.name}` (finished cells are not run again).", ""]
     if agg["accuracy"]:
         lines += _accuracy_md(agg["accuracy"]) + _audit_md(agg["accuracy"])
-        lines += _agreement_md(agg["agreement"])
+        lines += _agreement_md(agg["agreement"]) + _run_costs_md(agg["accuracy"])
     lines += _costs_md(agg["costs"])
     if records:
         lines += _stamps_md(records)

@@ -161,11 +161,16 @@ class ClientRole:
         seed: Simulation seed of local training randomness (batch order), mixed with the client
             and round ids so that results do not depend on where or in which order clients run;
             ``None`` draws it fresh.
+        cache: Where decoded configurations (stage chains, secure-sum client processes) are
+            kept, by their bytes. Roles in one simulation process that hold the same
+            ``secrets`` may share one, so that a thousand clients decode a configuration once;
+            a process holds public parameters and the shared secrets only, never a client's
+            session.
     """
 
     def __init__(self, client_id: ClientId, data: Any, trainer: Trainer, *,
                  secrets: object | None = None, ledger: Any = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, cache: dict[bytes, Any] | None = None) -> None:
         self.client_id = client_id
         self.data = data
         self.trainer = trainer
@@ -174,7 +179,7 @@ class ClientRole:
         self.seed = seed
         self.last_round = -1
         self._round: _ClientRound | None = None
-        self._cache: dict[bytes, Any] = {}
+        self._cache: dict[bytes, Any] = {} if cache is None else cache
 
     # --- messages ------------------------------------------------------------------------------
     def handle(self, message: bytes) -> bytes:

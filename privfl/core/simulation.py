@@ -106,12 +106,17 @@ class ClientFactory:
         return ClientKeys.from_export(params, blob)
 
     def roles(self, clients: Sequence[ClientId]) -> dict[ClientId, ClientRole]:
-        """Client roles for ``clients``, sharing one trainer (they run one at a time)."""
+        """Client roles for ``clients``.
+
+        They share one trainer (they run one at a time) and the cache of decoded
+        configurations.
+        """
         trainer, secrets = self.trainer(), self.secrets()
+        shared: dict[bytes, Any] = {}  # one decoded configuration for all (same secrets)
         return {c: ClientRole(c, self.data.clients[c], trainer, secrets=secrets,
                               ledger=(self.ledger_template.empty_like()
                                       if self.ledger_template is not None else None),
-                              seed=self.seed)
+                              seed=self.seed, cache=shared)
                 for c in clients}
 
 

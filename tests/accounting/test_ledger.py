@@ -107,3 +107,33 @@ def test_budget_guard_never_lets_reported_epsilon_exceed_the_budget(
             break
         assert ledger.epsilon(unit) <= budget
     assert ledger.epsilon(unit) <= budget
+
+
+@settings(max_examples=10, deadline=None)
+@given(sigma=st.floats(0.6, 3.0), budget=st.floats(0.5, 6.0), horizon=st.integers(1, 40),
+       acc=st.sampled_from(list(Accountant)))
+def test_horizon_is_a_hint_that_never_changes_which_rounds_run(
+        sigma: float, budget: float, horizon: int, acc: Accountant) -> None:
+    """A planned horizon certifies many rounds at once, but stops at exactly the same round."""
+    ev = dpsgd_event(sample_rate=0.1, noise_multiplier=sigma, steps=5)
+    stops = []
+    for hint in (None, horizon):
+        ledger = PrivacyLedger(delta=1e-5, accountant=acc, horizon=hint,
+                               budgets={UnitKind.EXAMPLE: Budget(budget, 1e-5)})
+        unit = PrivacyUnit.example(7)
+        ran = 0
+        for r in range(1, 45):
+            try:
+                ledger.record(unit, ev, round_id=r, mechanism="dp-sgd")
+            except BudgetExceededError:
+                break
+            ran += 1
+        assert ledger.epsilon(unit) <= budget
+        stops.append(ran)
+    assert stops[0] == stops[1]
+
+
+def test_horizon_is_validated_and_carried_to_empty_like() -> None:
+    with pytest.raises(Exception, match="horizon"):
+        PrivacyLedger(delta=1e-5, horizon=0)
+    assert PrivacyLedger(delta=1e-5, horizon=12).empty_like().horizon == 12

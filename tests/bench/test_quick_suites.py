@@ -29,7 +29,7 @@ from privfl.bench.cells import run_cell
 from privfl.bench.runner import load_cells, run_suite
 from privfl.bench.suite import load_suite
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 SEED_NOISE = 0.05
 
