@@ -367,10 +367,9 @@ def build_run(cfg: RunConfig, data: Any = None, model: Any = None,
     if hasattr(secure_sum, "plan"):
         per_round = sampler.max_clients(data.num_clients)
         plan = secure_sum.plan(per_round)
-        dp.notes.append(f"{secure_sum.name}: with {per_round} clients per round each client masks "
-                        f"with {plan.degree} neighbours and shares its secrets t = "
-                        f"{plan.threshold} of m = {plan.holders} holders; a neighbourhood "
-                        f"survives {plan.holders - plan.threshold} dropouts.")
+        dp.notes.append(f"{secure_sum.name} planned for the most clients a round can select: "
+                        f"{plan.summary()}. Each round derives k and t from the clients it "
+                        "selects, and every client checks them.")
     if cfg.secure is not SecureName.PLAIN:
         from privfl.core.bounds import CoordinateClip
 

@@ -148,6 +148,25 @@ def epsilon(event: Any, *, delta: float, accountant: Accountant = Accountant.PLD
         ConfigurationError: δ outside (0, 1).
     """
     check_delta(delta)
+    try:
+        return _cached_epsilon(event, delta, accountant, relation, pld_interval)
+    except TypeError:  # an unhashable event: compute it afresh
+        return _epsilon(event, delta, accountant, relation, pld_interval)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_epsilon(event: Any, delta: float, accountant: Accountant,
+                    relation: NeighboringRelation, pld_interval: float) -> float:
+    """Process-wide memo of :func:`epsilon`.
+
+    Noise calibration asks the same questions in every run with the same target (a benchmark
+    sweep over secure sums and seeds), and the answer depends on nothing else.
+    """
+    return _epsilon(event, delta, accountant, relation, pld_interval)
+
+
+def _epsilon(event: Any, delta: float, accountant: Accountant, relation: NeighboringRelation,
+             pld_interval: float) -> float:
     acc = make_accountant(accountant, relation, pld_interval)
     if not acc.supports(event):
         raise UnsupportedEventError(

@@ -12,23 +12,28 @@ from privfl._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from privfl.core.ring import RingEncoding, ring_for
-    from privfl.secagg.graph import GraphPlan, harary_graph, plan_graph
+    from privfl.secagg.graph import harary_graph, plan_graph
     from privfl.secagg.multiserver import MultiServerSecureSum
     from privfl.secagg.pairwise import PairwiseSecureSum, UnmaskRefusedError
+    from privfl.secagg.params import SecAggParams, ServerModel, find_params
 
 __all__ = [
-    "GraphPlan",
     "MultiServerSecureSum",
     "PairwiseSecureSum",
     "RingEncoding",
+    "SecAggParams",
+    "ServerModel",
     "UnmaskRefusedError",
+    "find_params",
     "harary_graph",
     "plan_graph",
     "ring_for",
 ]
 
 _EXPORTS = {
-    "GraphPlan": "privfl.secagg.graph",
+    "SecAggParams": "privfl.secagg.params",
+    "ServerModel": "privfl.secagg.params",
+    "find_params": "privfl.secagg.params",
     "harary_graph": "privfl.secagg.graph",
     "plan_graph": "privfl.secagg.graph",
     "MultiServerSecureSum": "privfl.secagg.multiserver",

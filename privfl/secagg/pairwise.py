@@ -80,7 +80,7 @@ from privfl.errors import (
     ProtocolViolationError,
 )
 from privfl.secagg import shamir
-from privfl.secagg.graph import GraphPlan, harary_graph, plan_graph
+from privfl.secagg.graph import harary_graph, plan_graph
 from privfl.secagg.keyagreement import (
     check_public,
     exchange,
@@ -88,6 +88,7 @@ from privfl.secagg.keyagreement import (
     private_bytes,
     public_bytes,
 )
+from privfl.secagg.params import SecAggParams, check_assumptions
 from privfl.secagg.prg import PAIR_MASK, SELF_MASK, expand_mask
 
 __all__ = ["PairwiseSecureSum", "UnmaskRefusedError"]
@@ -99,7 +100,7 @@ _KEYS = wire.Schema(kind=31, name="secagg.keys", fields=(
     F(1, "c_pk", T.BYTES), F(2, "s_pk", T.BYTES)))
 _SHARE_REQ = wire.Schema(kind=32, name="secagg.share_request", fields=(
     F(1, "ids", T.ARRAY, dtype=_IDS), F(2, "c_pks", T.BYTES), F(3, "s_pks", T.BYTES),
-    F(4, "threshold", T.UINT)))
+    F(4, "threshold", T.UINT), F(5, "selected", T.UINT)))
 _SHARES = wire.Schema(kind=33, name="secagg.shares", fields=(
     F(1, "ids", T.ARRAY, dtype=_IDS), F(2, "ciphertexts", T.BYTES), F(3, "b_commit", T.BYTES)))
 _MASK_REQ = wire.Schema(kind=34, name="secagg.mask_request", fields=(
@@ -169,6 +170,13 @@ class _Config:
     collusion: float
     precision: float
     rounding_seed: int | None = None
+    security: int = 40
+    correctness: int = 20
+
+    def plan(self, n: int) -> SecAggParams:
+        """K and t for ``n`` selected clients (raises ConfigurationError)."""
+        return plan_graph(n, sparse=self.sparse, dropout=self.dropout, collusion=self.collusion,
+                          security=self.security, correctness=self.correctness)
 
     @property
     def length(self) -> int:
@@ -176,7 +184,9 @@ class _Config:
 
 
 _CONFIG = wire.Schema(kind=39, name="secagg.config", fields=(
-    *SPEC_FIELDS, F(16, "precision", T.FLOAT), F(17, "rounding_seed", T.UINT, optional=True)))
+    *SPEC_FIELDS, F(16, "precision", T.FLOAT), F(17, "rounding_seed", T.UINT, optional=True),
+    F(18, "sparse", T.UINT), F(19, "collusion", T.FLOAT), F(20, "dropout", T.FLOAT),
+    F(21, "security", T.UINT), F(22, "correctness", T.UINT)))
 _STATE = wire.Schema(kind=29, name="secagg.client_state", fields=(
     F(1, "stage", T.UINT), F(2, "threshold", T.UINT), F(3, "keys", T.BYTES),
     F(4, "b_seed", T.BYTES), F(5, "peer_ids", T.ARRAY, dtype=_IDS), F(6, "peer_keys", T.BYTES),
@@ -185,7 +195,9 @@ _STATE = wire.Schema(kind=29, name="secagg.client_state", fields=(
 
 
 def _config_message(cfg: _Config) -> bytes:
-    values = {**spec_values(cfg.spec), "precision": cfg.precision}
+    values = {**spec_values(cfg.spec), "precision": cfg.precision, "sparse": int(cfg.sparse),
+              "collusion": cfg.collusion, "dropout": cfg.dropout, "security": cfg.security,
+              "correctness": cfg.correctness}
     if cfg.rounding_seed is not None:
         values["rounding_seed"] = cfg.rounding_seed
     return wire.encode(_CONFIG, 0, values)
@@ -199,12 +211,19 @@ def pairwise_client(config: bytes, secrets: object | None = None) -> _ClientProc
     if not precision > 0:
         raise MalformedMessageError(f"precision must be > 0. Found {precision}.")
     seed = msg.uint("rounding_seed") if "rounding_seed" in msg.values else None
+    sparse, security, correctness = msg.uint("sparse"), msg.uint("security"), \
+        msg.uint("correctness")
+    collusion, dropout = msg.real("collusion"), msg.real("dropout")
     try:
         ring = ring_for(spec, precision=precision)
+        if sparse not in (0, 1):
+            raise ConfigurationError(f"sparse must be 0 or 1. Found {sparse}.")
+        check_assumptions(collusion, dropout, security, correctness)
     except (ConfigurationError, EncodingOverflowError) as exc:
-        raise MalformedMessageError(f"no ring for the advertised spec: {exc}") from exc
-    # graph parameters are the server's business: the client checks t against its neighbours
-    return _ClientProcess(_Config(spec, ring, False, 0.0, 0.0, precision, seed))
+        raise MalformedMessageError(f"unusable secagg configuration: {exc}") from exc
+    # the client derives k and t itself and refuses a server that asks for others
+    return _ClientProcess(_Config(spec, ring, bool(sparse), dropout, collusion, precision, seed,
+                                  security, correctness))
 
 
 class _ClientProcess:
@@ -278,13 +297,20 @@ class _Client:
 
     def _share(self, msg: wire.DecodedMessage) -> bytes:
         ids = _ids(msg, "ids")
-        t = msg.uint("threshold")
-        m = len(ids) + 1
-        if self.me in ids or not ids:
-            raise MalformedMessageError("neighbour list is empty or contains the client")
-        if not m // 2 + 1 <= t <= m:
+        t, n = msg.uint("threshold"), msg.uint("selected")
+        if self.me in ids or not ids or n < len(ids) + 1:
+            raise MalformedMessageError("neighbour list is empty, contains the client, or "
+                                        "names more clients than were selected")
+        try:
+            plan = self.cfg.plan(n)
+        except ConfigurationError as exc:
+            raise ClientRefusedError(f"client {self.me}: {exc}") from exc
+        if t != plan.threshold or len(ids) > plan.degree or len(ids) < t:
             raise ClientRefusedError(
-                f"client {self.me}: threshold {t} of {m} holders is unsafe (needs > {m // 2}).")
+                f"client {self.me}: the server asks for threshold {t} among {len(ids)} "
+                f"neighbours of {n} selected clients, but the configuration gives "
+                f"k={plan.degree}, t={plan.threshold} (and at least t neighbours). Refusing to "
+                "share keys.")
         c_pks = _split(msg.raw("c_pks"), 32, len(ids), "c_pks")
         s_pks = _split(msg.raw("s_pks"), 32, len(ids), "s_pks")
         self.threshold = t
@@ -321,17 +347,21 @@ class _Client:
         if not set(ids) <= set(self.peer_keys):
             raise MalformedMessageError("shares from clients that are not neighbours")
         cts = _split(msg.raw("ciphertexts"), _CT_BYTES, len(ids), "ciphertexts")
+        if len(ids) < self.threshold:
+            raise ClientRefusedError(
+                f"client {self.me}: the masked-input request names {len(ids)} live neighbours; "
+                f"the threshold is {self.threshold}. Refusing to upload.")
         for v, ct in zip(ids, cts, strict=True):
             shares = self._confirm(v, ct)
             if shares is None:
                 self.rejected.add(v)
             else:
                 self.received[v] = shares
-        if len(self.received) + 1 < self.threshold:
+        if len(self.received) < self.threshold:
             raise ClientRefusedError(
                 f"client {self.me}: only {len(self.received)} of {len(ids)} neighbours' keys "
-                f"confirmed (failed: {sorted(self.rejected)}); the threshold {self.threshold} "
-                "needs t − 1. Refusing to upload.")
+                f"confirmed (failed: {sorted(self.rejected)}); the threshold is "
+                f"{self.threshold}. Refusing to upload.")
         x = weighted_input(self.cfg.spec, contribution, "pairwise masking")
         y = self.cfg.ring.encode(x, rounding_rng(self.cfg.rounding_seed, self.round_id, self.me))
         scratch = np.empty_like(y)
@@ -410,6 +440,11 @@ class _Client:
         known = set(self.received) | {self.me}
         if not (set(survivors) | set(dropped)) <= known:
             raise MalformedMessageError("unmask request names clients whose shares I lack")
+        if len(set(survivors) - {self.me}) < self.threshold:
+            raise UnmaskRefusedError(
+                f"client {self.me} refuses to unmask: the request names "
+                f"{len(set(survivors) - {self.me})} surviving neighbours besides itself; the "
+                f"threshold is {self.threshold}.")
 
         def share_of(v: int, which: int) -> bytes:
             return self.own_shares[which] if v == self.me else self.received[v][which]
@@ -430,8 +465,7 @@ class _Server:
         self.cfg = cfg
         self.round_id = round_id
         self.selected = frozenset(clients)
-        self.plan: GraphPlan = plan_graph(len(clients), sparse=cfg.sparse,
-                                          dropout=cfg.dropout, collusion=cfg.collusion)
+        self.plan: SecAggParams = cfg.plan(len(clients))
         self.stage = 0
         self.keys: dict[int, Keys] = {}
         self.graph: dict[int, tuple[int, ...]] = {}
@@ -524,6 +558,13 @@ class _Server:
                 f"round {self.round_id}: {alive} of {len(self.selected)} clients survived "
                 f"{what}; the threshold needs {self.plan.threshold}.")
 
+    def _need_neighbours(self, client: int, alive: int, what: str) -> None:
+        if alive < self.plan.threshold:
+            raise ProtocolAbortError(
+                f"round {self.round_id}: only {alive} neighbours of client {client} {what}; "
+                f"the threshold needs {self.plan.threshold} (k={self.plan.degree}). Clients "
+                "refuse a request that names fewer.")
+
     def step(self, replies: Iterable[tuple[ClientId, bytes]]
              ) -> Mapping[ClientId, bytes] | SumResult:
         for client, message in replies:
@@ -539,6 +580,7 @@ class _Server:
             out = {}
             for u in sorted(self.u2):
                 senders = [v for v in sorted(self.shares_in.get(u, {})) if v in self.u2]
+                self._need_neighbours(u, len(senders), "shared keys")
                 self.relayed[u] = set(senders)
                 out[u] = wire.encode(_MASK_REQ, self.round_id, {
                     "ids": _id_array(senders),
@@ -565,7 +607,7 @@ class _Server:
                 "ids": _id_array(nbrs),
                 "c_pks": b"".join(self.keys[v][0] for v in nbrs),
                 "s_pks": b"".join(self.keys[v][1] for v in nbrs),
-                "threshold": threshold})
+                "threshold": threshold, "selected": len(self.selected)})
         return out
 
     def _one_sided(self) -> list[tuple[int, int]]:
@@ -581,6 +623,7 @@ class _Server:
             seeds_from.setdefault(v, set()).add(u)
         out = {}
         for u in sorted(self.u3):
+            self._need_neighbours(u, len(self.peers[u] & self.u3), "uploaded")
             survivors = sorted((self.peers[u] & self.u3) | {u})
             dropped = sorted(self.peers[u] - self.u3)
             pairs = sorted(seeds_from.get(u, set()))
@@ -641,12 +684,15 @@ class _Server:
 
 
 class _Process:
-    def __init__(self, cfg: _Config) -> None:
+    def __init__(self, cfg: _Config, plans: dict[int, SecAggParams]) -> None:
         self.cfg = cfg
         self.spec = cfg.spec
+        self._plans = plans
 
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
-        return _Server(self.cfg, round_id, check_round_clients(round_id, clients, self.spec))
+        server = _Server(self.cfg, round_id, check_round_clients(round_id, clients, self.spec))
+        self._plans[len(server.selected)] = server.plan
+        return server
 
     def client_config(self) -> bytes:
         return _config_message(self.cfg)
@@ -658,50 +704,81 @@ class _Process:
 class PairwiseSecureSum:
     """SecAgg (complete graph) or SecAgg+ (sparse random graph) pairwise masking.
 
+    The degree k and threshold t are derived per round from the number n of selected clients
+    (:func:`~privfl.secagg.params.find_params`, Bell et al. 2020); every client derives them
+    too, from the configuration message, and refuses a server that asks for others.
+
+    Threat model: a semi-honest server that colludes with up to ⌊γn⌋ clients chosen before
+    the graph is drawn, and up to ⌊δn⌋ dropped clients. Then an honest client's input is
+    revealed, or the honest survivors' graph splits into parts whose partial sums the server
+    learns, with probability ≤ 2^-(σ+1) each; a round aborts with probability ≤ 2^-η. A server
+    that deviates (tells different clients different stories about who dropped) is outside
+    this model.
+
     Args:
-        sparse: SecAgg+ neighbourhoods of O(log n) instead of the complete graph.
-        dropout_rate: δ, the fraction of each neighbourhood that may drop (< 0.5).
-        collusion_fraction: γ, the fraction of a client's holders that may collude with the
-            server without revealing its input.
+        sparse: SecAgg+ (a random Harary graph of the derived degree) instead of the complete
+            graph.
+        dropout_rate: δ, the fraction of *all* selected clients that may drop; t is kept low
+            enough that rounds survive it. Defends liveness, not privacy.
+        collusion_fraction: γ, the fraction of *all* selected clients that may collude with the
+            server; t is kept above what they can hold of any honest client's secrets.
         precision: Resolution of the fixed-point encoding (the ring and scale are derived).
         rounding_seed: Seed of the stochastic-rounding dither, for bit-identical simulations
             across transports; ``None`` (default) draws it fresh (see
             :func:`~privfl.core.ring.rounding_rng`).
+        security: σ: each privacy failure has probability ≤ 2^-(σ+1) per round.
+        correctness: η: a round aborts with probability ≤ 2^-η at the dropout rate.
     """
 
     def __init__(self, *, sparse: bool = False, dropout_rate: float = 0.2,
                  collusion_fraction: float = 1 / 3, precision: float = 1e-6,
-                 rounding_seed: int | None = None) -> None:
-        plan_graph(3, sparse=sparse, dropout=dropout_rate, collusion=collusion_fraction)
+                 rounding_seed: int | None = None, security: int = 40,
+                 correctness: int = 20) -> None:
+        check_assumptions(collusion_fraction, dropout_rate, security, correctness)
         self.sparse = sparse
         self.dropout_rate = dropout_rate
         self.collusion_fraction = collusion_fraction
         self.precision = precision
         self.rounding_seed = rounding_seed
+        self.security = security
+        self.correctness = correctness
         self.name = "secagg+" if sparse else "secagg"
+        self._plans: dict[int, SecAggParams] = {}
 
     def create(self, spec: ValueSpec) -> _Process:
         """Derive the ring from ``spec`` (refusing a sum that could wrap)."""
         ring = ring_for(spec, precision=self.precision)
         return _Process(_Config(spec, ring, self.sparse, self.dropout_rate,
-                                self.collusion_fraction, self.precision, self.rounding_seed))
+                                self.collusion_fraction, self.precision, self.rounding_seed,
+                                self.security, self.correctness), self._plans)
 
-    def plan(self, n: int) -> GraphPlan:
-        """The neighbourhood size and threshold used for ``n`` selected clients."""
+    def plan(self, n: int) -> SecAggParams:
+        """The degree, threshold and failure probabilities for ``n`` selected clients."""
         return plan_graph(n, sparse=self.sparse, dropout=self.dropout_rate,
-                          collusion=self.collusion_fraction)
+                          collusion=self.collusion_fraction, security=self.security,
+                          correctness=self.correctness)
 
     def trust_assumption(self) -> TrustAssumption:
-        """What pairwise masking protects, and what breaks it."""
-        graph = ("a random Harary graph with O(log n) neighbours (SecAgg+)" if self.sparse
+        """What pairwise masking protects, and what breaks it (with the rounds' k and t)."""
+        graph = ("a random Harary graph of derived degree k (SecAgg+)" if self.sparse
                  else "the complete graph (SecAgg)")
+        used = [self._plans[n] for n in sorted(self._plans)]
+        plans = "; ".join(p.summary() for p in (used[:1] + used[-1:] if len(used) > 1
+                                                  else used))
         return TrustAssumption(
             mechanism=self.name, server_sees=Visibility.MASKED,
             statement=f"The server sees only masked inputs, uniform over the ring, and the "
-                      f"sum; masks over {graph}, secrets Shamir-shared t-of-m among each "
-                      "client's holders (m = neighbours + 1, t > m/2). Semi-honest server.",
-            broken_by=f"t or more of a client's m holders colluding with the server "
-                      f"(t = max(floor({self.collusion_fraction:.2g}·m) + 1, floor(m/2) + 1))",
-            dropouts_tolerated=f"up to m - t holders of each neighbourhood at any stage "
-                               f"(sized for a dropout rate of {self.dropout_rate:g}); more "
-                               "aborts the round")
+                      f"sum of the survivors; masks over {graph}, secrets Shamir-shared t-of-m "
+                      "among each client's holders (m = k + 1). Semi-honest server colluding "
+                      f"with at most γ = {self.collusion_fraction:.3g} of the selected clients, "
+                      f"chosen before the graph is drawn; security σ = {self.security}, "
+                      f"correctness η = {self.correctness}."
+                      + (f" Rounds run with {plans}." if plans else ""),
+            broken_by="t colluding holders of one honest client, or colluders and dropped "
+                      "clients that split the honest survivors' graph (the server then learns "
+                      "each part's sum): each at most 2^-(σ+1) per round under the stated "
+                      "fractions, certain beyond them. A server that deviates from the protocol "
+                      "(inconsistent dropout stories) is not covered.",
+            dropouts_tolerated=f"up to δ = {self.dropout_rate:g} of the selected clients at any "
+                               f"stage (a round aborts with probability ≤ 2^-{self.correctness}); "
+                               "a client with fewer than t surviving neighbours aborts the round")

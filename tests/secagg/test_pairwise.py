@@ -53,7 +53,8 @@ class TestSecAggContract(SecureSumContract):
 
 class TestSecAggPlusContract(TestSecAggContract):
     def make_secure_sum(self) -> SecureSum:
-        return PairwiseSecureSum(sparse=True)
+        # the contract drops 2 of 8 clients: δ = 0.25 of the population (k = 6, t = 3)
+        return PairwiseSecureSum(sparse=True, dropout_rate=0.25)
 
 
 def _run(ss: PairwiseSecureSum, n: int, d: int, drops: dict[int, set[int]], seed: int,
@@ -76,8 +77,8 @@ def test_sum_is_exact_for_random_dropouts_at_every_stage(n: int, d: int, seed: i
                                                          sparse: bool, data: st.DataObject) -> None:
     ss = PairwiseSecureSum(sparse=sparse)
     plan = ss.plan(n)
-    # drop at most what every neighbourhood tolerates: m - t of the m holders
-    budget = plan.holders - plan.threshold
+    # drop at most what the parameters were derived for: ⌊δn⌋ of the n selected clients
+    budget = plan.dropouts
     dropped = data.draw(st.lists(st.integers(0, n - 1), unique=True, max_size=budget))
     stages = data.draw(st.lists(st.integers(0, 3), min_size=len(dropped),
                                 max_size=len(dropped)))
@@ -182,16 +183,16 @@ def test_client_refuses_to_reveal_both_shares_of_a_peer() -> None:
 
 def test_bad_messages_are_rejected_before_touching_the_sum() -> None:
     ss = PairwiseSecureSum()
-    proc = ss.create(SPEC(8, 3))
-    server = proc.new_round(9, [0, 1, 2])
-    sessions = {c: proc.client_session(c) for c in range(3)}
+    proc = ss.create(SPEC(8, 4))
+    server = proc.new_round(9, [0, 1, 2, 3])  # complete graph, t = 2
+    sessions = {c: proc.client_session(c) for c in range(4)}
     req = server.step(())
     assert isinstance(req, dict)
-    for c in range(3):
+    for c in range(4):
         server.receive(c, sessions[c].step(req[c], None))
     req = server.step(())
     assert isinstance(req, dict)
-    replies = {c: sessions[c].step(req[c], None) for c in range(3)}
+    replies = {c: sessions[c].step(req[c], None) for c in range(4)}
     # a ciphertext that fails authentication: corrupt one byte of client 0's shares
     msg = wire.decode(replies[0], wire.Schema(33, "s", (
         wire.Field(1, "ids", wire.FieldType.ARRAY, dtype="<u4"),
@@ -201,7 +202,7 @@ def test_bad_messages_are_rejected_before_touching_the_sum() -> None:
     cts[20] ^= 1
     bad = wire.encode(msg.schema, 9, {**msg.values, "ciphertexts": bytes(cts)})
     server.receive(0, bad)  # the server cannot tell; the recipient will
-    for c in (1, 2):
+    for c in (1, 2, 3):
         server.receive(c, replies[c])
     with pytest.raises(ProtocolViolationError, match="duplicate"):
         server.receive(1, replies[1])
@@ -211,7 +212,7 @@ def test_bad_messages_are_rejected_before_touching_the_sum() -> None:
     assert isinstance(req, dict)
     # the recipient cannot confirm client 0 and leaves it out of its masks
     y1 = wire.decode(sessions[1].step(req[1], Contribution(np.zeros(8))), _MASKED[32])
-    assert list(y1.array("mask_peers")) == [2]
+    assert list(y1.array("mask_peers")) == [2, 3]
     # masked vector of the wrong length or ring, or masked with peers it never heard of
     y = sessions[2].step(req[2], Contribution(np.zeros(8)))
     none = np.array([], "<u4")
@@ -228,7 +229,7 @@ def test_bad_messages_are_rejected_before_touching_the_sum() -> None:
         server.receive(2, stranger)
     np.testing.assert_array_equal(server.acc, before)
     server.receive(2, y)
-    other_round = proc.new_round(10, [0, 1, 2])
+    other_round = proc.new_round(10, [0, 1, 2, 3])
     with pytest.raises((ProtocolViolationError, MalformedMessageError)):
         other_round.receive(2, y)
 
@@ -240,20 +241,22 @@ def test_configuration_is_checked_up_front() -> None:
         ring_for(ValueSpec(length=4, max_clients=10**6, linf_bound=1e9), precision=1e-12)
     with pytest.raises(ConfigurationError, match="dropout_rate"):
         PairwiseSecureSum(dropout_rate=0.6)
-    with pytest.raises(ConfigurationError, match="no threshold"):
+    with pytest.raises(ConfigurationError, match="0.9"):
         plan_graph(3, sparse=False, dropout=0.45, collusion=0.9)
+    with pytest.raises(ConfigurationError, match="no threshold"):
+        plan_graph(3, sparse=False, dropout=0.4, collusion=0.4)
     assert ring_for(SPEC(10, 100)).bits == 32
     assert ring_for(SPEC(10, 100), precision=1e-12).bits == 64
 
 
 def test_graph_and_threshold() -> None:
     plan = plan_graph(100, sparse=True, dropout=0.2, collusion=1 / 3)
-    assert plan.degree == 16 and plan.threshold == 9 and not plan.complete
+    assert plan.degree == 54 and plan.threshold == 34 and not plan.complete  # Bell et al.
     g = harary_graph(list(range(100)), plan.degree)
-    assert all(len(v) == 16 for v in g.values())
+    assert all(len(v) == 54 for v in g.values())
     assert all(u in g[v] for u in g for v in g[u])  # symmetric
     full = plan_graph(10, sparse=False, dropout=0.2, collusion=1 / 3)
-    assert full.complete and full.degree == 9 and full.threshold == 6
+    assert full.complete and full.degree == 9 and full.threshold == 4  # ⌊10/3⌋ + 1
 
 
 def test_upload_is_four_bytes_per_parameter() -> None:
