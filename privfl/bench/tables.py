@@ -248,13 +248,24 @@ def _run_costs_md(rows: list[dict[str, Any]]) -> list[str]:
     def mean(rs: list[dict[str, Any]], key: str) -> float:
         return statistics.fmean(r[key]["mean"] for r in rs)
 
+    withheld = False
     for (ds, label, secure), rs in sorted(groups.items()):
         base = groups.get((ds, label, "plain"))
         t, up = mean(rs, "round_seconds"), mean(rs, "bytes_up_per_client")
+        base_up = mean(base, "bytes_up_per_client") if base else 0.0
         tx = f"{t / mean(base, 'round_seconds'):.2f}" if base else "—"
-        ux = f"{up / mean(base, 'bytes_up_per_client'):.2f}" if base else "—"
-        out.append(f"| {ds} | {label} | {secure} | {t:.3f} | {tx} | {up:,.0f} | {ux} | "
-                   f"{mean(rs, 'bytes_down_per_client'):,.0f} |")
+        if up > 0:
+            ux = f"{up / base_up:.2f}" if base_up > 0 else "—"
+            up_s, down_s = f"{up:,.0f}", f"{mean(rs, 'bytes_down_per_client'):,.0f}"
+        else:  # client-level DP withholds traffic counts (they reveal who took part)
+            withheld = True
+            ux, up_s, down_s = "—", "withheld*", "withheld*"
+        out.append(f"| {ds} | {label} | {secure} | {t:.3f} | {tx} | {up_s} | {ux} | "
+                   f"{down_s} |")
+    if withheld:
+        out += ["", "\\* Client-level DP runs do not record per-round traffic: byte counts reveal "
+                "who took part, which the amplification by sampling behind their ε must keep "
+                "private. The costs suite measures them outside any DP run."]
     return out + [""]
 
 

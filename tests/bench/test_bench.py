@@ -234,3 +234,19 @@ def test_privfl_bench_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["bench", str(path), "--quick", "--out", str(tmp_path), "--quiet"]) == 0
     assert "0 cells run, 5 already done" in capsys.readouterr().out
     assert main(["bench", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_run_costs_table_says_withheld_for_client_level_traffic() -> None:
+    """Client-level DP withholds byte counts (they reveal participation): no 0, no crash."""
+    from privfl.bench.tables import _run_costs_md
+
+    def row(secure: str, up: float) -> dict[str, object]:
+        stat = lambda v: {"mean": v, "n": 3}  # noqa: E731
+        return {"kind": "federated", "dataset": "d", "label": "client-level DP",
+                "secure": secure, "round_seconds": stat(1.0), "bytes_up_per_client": stat(up),
+                "bytes_down_per_client": stat(up)}
+
+    text = "\n".join(_run_costs_md([row("plain", 0.0), row("ckks", 0.0)]))
+    assert "withheld*" in text and "| 0 |" not in text and "reveal" in text
+    text = "\n".join(_run_costs_md([row("plain", 100.0), row("ckks", 250.0)]))
+    assert "| 2.50 |" in text and "withheld" not in text
