@@ -22,14 +22,15 @@ SUITES = {
 
 HEADER = """# Benchmarks
 
-A snapshot of privfl's benchmark suites, run on this project's 2-core machine from a clean
-checkout; every cell's JSON (configuration, numbers, raw audit scores, and a stamp with the git
-SHA, package versions and hardware) is committed under `benchmarks/results/`.
+A snapshot of privfl's benchmark suites, run on this project's 2-core machine at the commit
+each suite's provenance names (a `-dirty` suffix means tracked files differed from it when the
+run started); every cell's JSON (configuration, numbers, raw audit scores, and a stamp with the
+git SHA, package versions and hardware) is committed under `benchmarks/results/`.
 
 Reproduce it with
 
 ```bash
-privfl bench privacy-accuracy     # about 30 minutes on 2 cores (2 worker processes)
+privfl bench privacy-accuracy     # 213 cells: 26 min 43 s on 2 cores (2 worker processes)
 privfl bench costs                # cells one at a time, so that timings do not share cores
 python -m benchmarks.snapshot     # this page, from benchmarks/results/
 ```
