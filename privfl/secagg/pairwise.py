@@ -778,7 +778,7 @@ class PairwiseSecureSum:
                       "clients that split the honest survivors' graph (the server then learns "
                       "each part's sum): each at most 2^-(σ+1) per round under the stated "
                       "fractions, certain beyond them. A server that deviates from the protocol "
-                      "(inconsistent dropout stories) is not covered.",
+                      "(inconsistent dropout stories) is not covered",
             dropouts_tolerated=f"up to δ = {self.dropout_rate:g} of the selected clients at any "
                                f"stage (a round aborts with probability ≤ 2^-{self.correctness}); "
                                "a client with fewer than t surviving neighbours aborts the round")

@@ -135,6 +135,10 @@ def test_within_the_assumptions_the_coalition_learns_nothing_about_the_victim() 
         expand_mask(seed, len(acc), acc.dtype, purpose=PAIR_MASK, round_id=ROUND, out=scratch)
         acc = acc - scratch if victim < w else acc + scratch
     np.testing.assert_allclose(ring.decode(acc)[:-1], h.x[victim], atol=1e-4)
+    # the report names the round's parameters and bounds
+    stated = h.ss.trust_assumption().statement
+    for part in ("k=12, t=7", "n=20", "γ=0.333, δ=0.2", "Pr[an input revealed]", "Pr[abort]"):
+        assert part in stated
 
 
 def _edit(message: bytes, schema: wire.Schema, **changes: object) -> bytes:
