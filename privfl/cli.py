@@ -51,6 +51,9 @@ _HELP: dict[str, str] = {
               "(pairwise masking, complete or sparse graph), multiserver (2-server sharing)",
     "update_bound": "without client-level DP, bounded secure sums (all but plain) clip each update "
                     "coordinate to +-this",
+    "malicious_server": "secagg/secagg+ against a server that lies (Bonawitz et al.'s active "
+                        "variant): clients' Ed25519 identities are provisioned out of band, "
+                        "keys and the survivor list are signed, t > (k + 1 + colluders)/2",
     "dropout_rate": "probability that a selected client drops out before uploading",
     "dp": "differential privacy: off, local (DP-SGD on clients, example-level), central "
           "(client-level DP-FedAvg, fixed clipping), adaptive (client-level, quantile clipping), "

@@ -138,6 +138,7 @@ class RunConfig:
     weighting: WeightingChoice = WeightingChoice.AUTO
     secure: SecureName = SecureName.PLAIN
     update_bound: float = 1.0
+    malicious_server: bool = False
     dropout_rate: float = 0.0
     dp: DPMode = DPMode.OFF
     epsilon: float = 0.0
@@ -185,6 +186,16 @@ class RunConfig:
         require_real("server_momentum", self.server_momentum, low=0.0, high=1.0, high_open=True)
         require_positive("update_bound", self.update_bound)
         require_real("dropout_rate", self.dropout_rate, low=0.0, high=1.0, high_open=True)
+        if self.malicious_server and self.secure not in (SecureName.SECAGG,
+                                                         SecureName.SECAGG_PLUS):
+            raise ConfigurationError(
+                "`malicious_server` hardens pairwise masking: it needs `--secure secagg` or "
+                f"`--secure secagg+`. Found --secure {self.secure.value}.")
+        if self.malicious_server and self.execution is not Execution.SEQUENTIAL:
+            raise ConfigurationError(
+                "`malicious_server` provisions the simulated clients' identities in this "
+                "process; it runs with `--execution sequential` (a deployment provisions each "
+                "node's identity out of band).")
         require_int("seed", self.seed, minimum=0)
         require_int("workers", self.workers, minimum=0, tip="0 means one per core.")
         require_int("canaries", self.canaries, minimum=0, tip="0 picks the unit's default.")
@@ -359,8 +370,13 @@ def build_run(cfg: RunConfig, data: Any = None, model: Any = None,
     from privfl.recipes import build_dp
 
     rounding_seed = None if cfg.secure_randomness else cfg.seed
+    identities = None
+    if cfg.malicious_server:
+        from privfl.secagg.identity import provision_identities
+
+        identities = provision_identities(range(data.num_clients))
     secure_sum: Any = PlainSecureSum() if cfg.secure is SecureName.PLAIN else _secure_sum(
-        cfg.secure, rounding_seed)
+        cfg.secure, rounding_seed, identities)
     dp = build_dp(cfg, update, sampler, data.num_clients, ParamSpec.from_module(model).dim,
                   secure_sum)
     stages = dp.stages
@@ -387,7 +403,7 @@ def build_run(cfg: RunConfig, data: Any = None, model: Any = None,
                   execution=cfg.execution, workers=cfg.workers), dp
 
 
-def _secure_sum(name: SecureName, rounding_seed: int | None) -> Any:
+def _secure_sum(name: SecureName, rounding_seed: int | None, identities: Any = None) -> Any:
     if name in (SecureName.CKKS, SecureName.CKKS_STANDARD):
         from privfl.he.params import COMPACT, STANDARD
         from privfl.he.securesum import CKKSSecureSum
@@ -400,7 +416,8 @@ def _secure_sum(name: SecureName, rounding_seed: int | None) -> Any:
         return MultiServerSecureSum(2, rounding_seed=rounding_seed)
     from privfl.secagg.pairwise import PairwiseSecureSum
 
-    return PairwiseSecureSum(sparse=name is SecureName.SECAGG_PLUS, rounding_seed=rounding_seed)
+    return PairwiseSecureSum(sparse=name is SecureName.SECAGG_PLUS, rounding_seed=rounding_seed,
+                             identities=identities)
 
 
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,

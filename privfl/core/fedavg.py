@@ -56,7 +56,7 @@ from privfl.core.stages import FederationInfo
 from privfl.core.transport import InMemoryTransport
 from privfl.core.weighting import Weighting, client_weights
 from privfl.data.dataset import FederatedDataset
-from privfl.errors import BudgetExceededError, ProtocolAbortError
+from privfl.errors import BudgetExceededError, ConfigurationError, ProtocolAbortError
 
 __all__ = ["Evaluator", "Execution", "FedAvg", "FedAvgConfig", "FederationInfo"]
 
@@ -159,6 +159,11 @@ class FedAvg:
         factory = ClientFactory(data=self.data, model=self.model, client_update=client_side,
                                 ledger_template=template, seed=self.config.seed)
         if keys is not None:
+            if exported and not hasattr(keys, "export_secret"):
+                raise ConfigurationError(
+                    f"the clients' secrets ({type(keys).__name__}) are provisioned in this "
+                    "process and are not shipped to worker processes: run with "
+                    "Execution.SEQUENTIAL, or provision each node out of band.")
             if exported:
                 factory.exported_secrets = (
                     keys.params, keys.export_secret(i_understand_this_reveals_the_key=True))

@@ -81,6 +81,7 @@ from privfl.errors import (
 )
 from privfl.secagg import shamir
 from privfl.secagg.graph import harary_graph, plan_graph
+from privfl.secagg.identity import IdentityBook, IdentityRegistry
 from privfl.secagg.keyagreement import (
     check_public,
     exchange,
@@ -88,19 +89,20 @@ from privfl.secagg.keyagreement import (
     private_bytes,
     public_bytes,
 )
-from privfl.secagg.params import SecAggParams, check_assumptions
+from privfl.secagg.params import SecAggParams, ServerModel, check_assumptions
 from privfl.secagg.prg import PAIR_MASK, SELF_MASK, expand_mask
 
-__all__ = ["PairwiseSecureSum", "UnmaskRefusedError"]
+__all__ = ["InconsistentServerError", "PairwiseSecureSum", "UnmaskRefusedError"]
 
 F, T = wire.Field, wire.FieldType
 _IDS = "<u4"
 _ADVERTISE = wire.Schema(kind=30, name="secagg.advertise", fields=(F(1, "stage", T.UINT),))
 _KEYS = wire.Schema(kind=31, name="secagg.keys", fields=(
-    F(1, "c_pk", T.BYTES), F(2, "s_pk", T.BYTES)))
+    F(1, "c_pk", T.BYTES), F(2, "s_pk", T.BYTES), F(3, "sig", T.BYTES, optional=True)))
 _SHARE_REQ = wire.Schema(kind=32, name="secagg.share_request", fields=(
     F(1, "ids", T.ARRAY, dtype=_IDS), F(2, "c_pks", T.BYTES), F(3, "s_pks", T.BYTES),
-    F(4, "threshold", T.UINT), F(5, "selected", T.UINT)))
+    F(4, "threshold", T.UINT), F(5, "selected", T.UINT),
+    F(6, "sigs", T.BYTES, optional=True), F(7, "u1", T.ARRAY, dtype=_IDS, optional=True)))
 _SHARES = wire.Schema(kind=33, name="secagg.shares", fields=(
     F(1, "ids", T.ARRAY, dtype=_IDS), F(2, "ciphertexts", T.BYTES), F(3, "b_commit", T.BYTES)))
 _MASK_REQ = wire.Schema(kind=34, name="secagg.mask_request", fields=(
@@ -111,7 +113,11 @@ _MASKED = {32: wire.Schema(kind=35, name="secagg.masked32", fields=(
         F(1, "y", T.ARRAY, dtype="<u8"), F(2, "mask_peers", T.ARRAY, dtype=_IDS)))}
 _UNMASK_REQ = wire.Schema(kind=37, name="secagg.unmask_request", fields=(
     F(1, "survivors", T.ARRAY, dtype=_IDS), F(2, "dropped", T.ARRAY, dtype=_IDS),
-    F(3, "pair_seeds", T.ARRAY, dtype=_IDS)))
+    F(3, "pair_seeds", T.ARRAY, dtype=_IDS), F(4, "signers", T.ARRAY, dtype=_IDS, optional=True),
+    F(5, "sigs", T.BYTES, optional=True)))
+_CONS_REQ = wire.Schema(kind=27, name="secagg.consistency_request", fields=(
+    F(1, "u3", T.ARRAY, dtype=_IDS),))
+_CONS = wire.Schema(kind=28, name="secagg.consistency", fields=(F(1, "sig", T.BYTES),))
 _UNMASK = wire.Schema(kind=38, name="secagg.unmask", fields=(
     F(1, "b_ids", T.ARRAY, dtype=_IDS), F(2, "b_shares", T.BYTES),
     F(3, "sk_ids", T.ARRAY, dtype=_IDS), F(4, "sk_shares", T.BYTES),
@@ -127,6 +133,27 @@ Keys = tuple[bytes, bytes]  # (c_pk, s_pk)
 
 class UnmaskRefusedError(ClientRefusedError):
     """A client refuses an unmask request that would reveal what must stay secret."""
+
+
+class InconsistentServerError(ProtocolAbortError):
+    """A client caught the server relaying keys or survivor lists that their owners never signed.
+
+    Raised in the malicious-server mode: the client stops the round before revealing anything.
+    """
+
+
+def _key_statement(round_id: int, client: int, keys: Keys) -> bytes:
+    return (b"privfl-secagg-keys-signed-v1" + struct.pack("<QI", round_id, client)
+            + keys[0] + keys[1])
+
+
+def _survivor_statement(round_id: int, u1_digest: bytes, u3: Sequence[int]) -> bytes:
+    return (b"privfl-secagg-u3-v1" + struct.pack("<Q", round_id) + u1_digest
+            + np.asarray(sorted(u3), dtype=_IDS).tobytes())
+
+
+def _digest(ids: Iterable[int]) -> bytes:
+    return hashlib.sha256(b"privfl-secagg-u1" + _id_array(ids).tobytes()).digest()
 
 
 def _kdf(shared: bytes, label: bytes, round_id: int) -> bytes:
@@ -172,11 +199,14 @@ class _Config:
     rounding_seed: int | None = None
     security: int = 40
     correctness: int = 20
+    malicious: bool = False
 
     def plan(self, n: int) -> SecAggParams:
         """K and t for ``n`` selected clients (raises ConfigurationError)."""
         return plan_graph(n, sparse=self.sparse, dropout=self.dropout, collusion=self.collusion,
-                          security=self.security, correctness=self.correctness)
+                          security=self.security, correctness=self.correctness,
+                          model=ServerModel.MALICIOUS if self.malicious
+                          else ServerModel.SEMI_HONEST)
 
     @property
     def length(self) -> int:
@@ -186,18 +216,20 @@ class _Config:
 _CONFIG = wire.Schema(kind=39, name="secagg.config", fields=(
     *SPEC_FIELDS, F(16, "precision", T.FLOAT), F(17, "rounding_seed", T.UINT, optional=True),
     F(18, "sparse", T.UINT), F(19, "collusion", T.FLOAT), F(20, "dropout", T.FLOAT),
-    F(21, "security", T.UINT), F(22, "correctness", T.UINT)))
+    F(21, "security", T.UINT), F(22, "correctness", T.UINT), F(23, "malicious", T.UINT)))
 _STATE = wire.Schema(kind=29, name="secagg.client_state", fields=(
     F(1, "stage", T.UINT), F(2, "threshold", T.UINT), F(3, "keys", T.BYTES),
     F(4, "b_seed", T.BYTES), F(5, "peer_ids", T.ARRAY, dtype=_IDS), F(6, "peer_keys", T.BYTES),
     F(7, "own_shares", T.BYTES), F(8, "received_ids", T.ARRAY, dtype=_IDS),
-    F(9, "received", T.BYTES), F(10, "rejected", T.ARRAY, dtype=_IDS)))
+    F(9, "received", T.BYTES), F(10, "rejected", T.ARRAY, dtype=_IDS),
+    F(11, "u1_digest", T.BYTES, optional=True), F(12, "u3", T.ARRAY, dtype=_IDS, optional=True),
+    F(13, "selected", T.UINT, optional=True)))
 
 
 def _config_message(cfg: _Config) -> bytes:
     values = {**spec_values(cfg.spec), "precision": cfg.precision, "sparse": int(cfg.sparse),
               "collusion": cfg.collusion, "dropout": cfg.dropout, "security": cfg.security,
-              "correctness": cfg.correctness}
+              "correctness": cfg.correctness, "malicious": int(cfg.malicious)}
     if cfg.rounding_seed is not None:
         values["rounding_seed"] = cfg.rounding_seed
     return wire.encode(_CONFIG, 0, values)
@@ -214,28 +246,39 @@ def pairwise_client(config: bytes, secrets: object | None = None) -> _ClientProc
     sparse, security, correctness = msg.uint("sparse"), msg.uint("security"), \
         msg.uint("correctness")
     collusion, dropout = msg.real("collusion"), msg.real("dropout")
+    malicious = msg.uint("malicious")
     try:
         ring = ring_for(spec, precision=precision)
-        if sparse not in (0, 1):
-            raise ConfigurationError(f"sparse must be 0 or 1. Found {sparse}.")
+        if sparse not in (0, 1) or malicious not in (0, 1):
+            raise ConfigurationError(f"sparse and malicious must be 0 or 1. Found {sparse}, "
+                                     f"{malicious}.")
         check_assumptions(collusion, dropout, security, correctness)
     except (ConfigurationError, EncodingOverflowError) as exc:
         raise MalformedMessageError(f"unusable secagg configuration: {exc}") from exc
+    book = secrets if isinstance(secrets, IdentityBook) else None
+    if book is not None and not malicious:
+        # identities pinned on this client: a server cannot downgrade it to the semi-honest mode
+        raise ClientRefusedError("this client is provisioned for the malicious-server mode; the "
+                                 "server offered the semi-honest one. Refusing.")
+    if malicious and book is None:
+        raise ConfigurationError("the malicious-server mode needs the client's identity and the "
+                                 "pinned registry (an IdentityBook, provisioned out of band).")
     # the client derives k and t itself and refuses a server that asks for others
     return _ClientProcess(_Config(spec, ring, bool(sparse), dropout, collusion, precision, seed,
-                                  security, correctness))
+                                  security, correctness, bool(malicious)), book)
 
 
 class _ClientProcess:
-    def __init__(self, cfg: _Config) -> None:
+    def __init__(self, cfg: _Config, book: IdentityBook | None = None) -> None:
         self.cfg = cfg
         self.spec = cfg.spec
+        self.book = book
 
     def session(self, client: ClientId) -> ClientSession:
-        return _Client(self.cfg, client)
+        return _Client(self.cfg, client, self.book)
 
     def restore(self, client: ClientId, state: bytes) -> ClientSession:
-        return _Client.restore(self.cfg, client, state)
+        return _Client.restore(self.cfg, client, state, self.book)
 
 
 def _apply_pair_mask(acc: np.ndarray, seed: bytes, me: int, peer: int, round_id: int,
@@ -251,9 +294,14 @@ def _apply_pair_mask(acc: np.ndarray, seed: bytes, me: int, peer: int, round_id:
 class _Client:
     """One client's side of one round."""
 
-    def __init__(self, cfg: _Config, client: ClientId) -> None:
+    def __init__(self, cfg: _Config, client: ClientId, book: IdentityBook | None = None) -> None:
         self.cfg = cfg
         self.me = client
+        self.book = book
+        self.identity = book.key(client) if book is not None else None
+        self.u1_digest = b""
+        self.u3: list[int] = []
+        self.selected = 0
         self.stage = 0
         self.round_id = -1
         self.threshold = 0
@@ -267,7 +315,9 @@ class _Client:
         self.rejected: set[int] = set()  # neighbours that shared but failed confirmation
 
     def _expect(self, kind: int, stage: int, request: bytes) -> wire.DecodedMessage:
-        schema = {0: _ADVERTISE, 1: _SHARE_REQ, 2: _MASK_REQ, 3: _UNMASK_REQ}.get(stage)
+        order = ((_ADVERTISE, _SHARE_REQ, _MASK_REQ, _CONS_REQ, _UNMASK_REQ) if self.cfg.malicious
+                 else (_ADVERTISE, _SHARE_REQ, _MASK_REQ, _UNMASK_REQ))
+        schema = order[stage] if stage < len(order) else None
         if schema is None:
             raise ProtocolViolationError(f"client {self.me}: the round is over for this client")
         if kind != schema.kind:
@@ -284,11 +334,16 @@ class _Client:
         self.stage += 1
         if stage == 0:
             self.round_id = msg.round_id
-            return wire.encode(_KEYS, self.round_id, {"c_pk": self.own[0], "s_pk": self.own[1]})
+            keys: dict[str, object] = {"c_pk": self.own[0], "s_pk": self.own[1]}
+            if self.identity is not None:
+                keys["sig"] = self.identity.sign(_key_statement(self.round_id, self.me, self.own))
+            return wire.encode(_KEYS, self.round_id, keys)
         if stage == 1:
             return self._share(msg)
         if stage == 2:
             return self._mask(msg, contribution)
+        if stage == 3 and self.cfg.malicious:
+            return self._consistency(msg)
         return self._unmask(msg)
 
     def _channel(self, peer: int) -> ChaCha20Poly1305:
@@ -314,7 +369,10 @@ class _Client:
         c_pks = _split(msg.raw("c_pks"), 32, len(ids), "c_pks")
         s_pks = _split(msg.raw("s_pks"), 32, len(ids), "s_pks")
         self.threshold = t
+        self.selected = n
         self.peer_keys = dict(zip(ids, zip(c_pks, s_pks, strict=True), strict=True))
+        if self.book is not None:
+            self._check_signed_keys(msg, ids, n)
         xs = [v + 1 for v in [*ids, self.me]]
         b_sh = shamir.share(self.b_seed, xs, t)
         sk_sh = shamir.share(private_bytes(self.s_sk), xs, t)
@@ -328,6 +386,83 @@ class _Client:
         return wire.encode(_SHARES, self.round_id, {
             "ids": _id_array(ids), "ciphertexts": b"".join(cts),
             "b_commit": _commit(self.round_id, self.b_seed)})
+
+    def _check_signed_keys(self, msg: wire.DecodedMessage, ids: list[int], n: int) -> None:
+        """Every relayed key carries its owner's signature for this round; U₁ is one list."""
+        book = self.book
+        if book is None or "sigs" not in msg.values or "u1" not in msg.values:
+            raise InconsistentServerError(
+                f"client {self.me}: the share request carries no signed keys (malicious-server "
+                "mode). Stopping the round.")
+        u1 = _ids(msg, "u1")
+        if not set(ids) | {self.me} <= set(u1) or len(u1) > n:
+            raise InconsistentServerError(
+                f"client {self.me}: the server's list of clients with keys (U1, {len(u1)} ids) "
+                f"does not contain this client and its neighbours, or exceeds the {n} selected.")
+        if not self.cfg.sparse and set(u1) - {self.me} != set(ids):
+            raise InconsistentServerError(
+                f"client {self.me}: the server withheld the keys of "
+                f"{sorted(set(u1) - {self.me} - set(ids))} (in U1 but not relayed).")
+        sigs = _split(msg.raw("sigs"), 64, len(ids), "sigs")
+        for v, sig in zip(ids, sigs, strict=True):
+            if not book.registry.verify(v, _key_statement(self.round_id, v,
+                                                                 self.peer_keys[v]), sig):
+                raise InconsistentServerError(
+                    f"client {self.me}: the keys relayed for client {v} are not the ones client "
+                    f"{v} signed for round {self.round_id} (swapped, replayed or forged). "
+                    "Stopping the round.")
+        self.u1_digest = _digest(u1)
+
+    def _consistency(self, msg: wire.DecodedMessage) -> bytes:
+        """Sign the one survivor list U₃ this client will ever accept in this round."""
+        u3 = _ids(msg, "u3")
+        declared = self.selected - len(u3)
+        allowed = self.cfg.plan(self.selected).dropouts
+        if declared > allowed:
+            raise InconsistentServerError(
+                f"client {self.me}: the survivor list declares {declared} of {self.selected} "
+                f"selected clients dropped; the parameters tolerate {allowed} (δ = "
+                f"{self.cfg.dropout:g}). Refusing to sign it.")
+        if self.me not in u3 or len(set(u3) & set(self.received)) < self.threshold:
+            raise InconsistentServerError(
+                f"client {self.me}: the survivor list names this client's neighbours "
+                f"{sorted(set(u3) & set(self.received))}, fewer than t = {self.threshold}, or "
+                "not this client.")
+        if self.identity is None:
+            raise ConfigurationError(f"client {self.me} has no identity to sign with")
+        self.u3 = u3
+        return wire.encode(_CONS, self.round_id, {
+            "sig": self.identity.sign(_survivor_statement(self.round_id, self.u1_digest, u3))})
+
+    def _check_consistency(self, msg: wire.DecodedMessage, survivors: list[int],
+                           dropped: list[int]) -> None:
+        """T holders (neighbours and itself) signed this client's (U₁, U₃); the request follows U₃.
+
+        Each honest client signs one survivor list per round, so with 2t > k + 1 + c two lists
+        cannot both reach t signatures among one client's holders.
+        """
+        book = self.book
+        if book is None or "signers" not in msg.values or "sigs" not in msg.values:
+            raise InconsistentServerError(
+                f"client {self.me}: the unmask request carries no survivor signatures.")
+        signers = _ids(msg, "signers")
+        sigs = _split(msg.raw("sigs"), 64, len(signers), "sigs")
+        statement = _survivor_statement(self.round_id, self.u1_digest, self.u3)
+        valid = {v for v, sig in zip(signers, sigs, strict=True)
+                 if v in self.received and v in self.u3
+                 and book.registry.verify(v, statement, sig)}
+        if len(valid) + 1 < self.threshold:  # its own signature counts: it signed this list
+            raise InconsistentServerError(
+                f"client {self.me}: only {len(valid)} of its neighbours and itself signed the "
+                f"survivor list it was shown ({len(self.u3)} clients); t = {self.threshold} "
+                "are needed. "
+                "The server told different clients different stories about who survived. "
+                "Revealing nothing.")
+        if not set(survivors) <= set(self.u3) or set(dropped) & set(self.u3):
+            raise InconsistentServerError(
+                f"client {self.me}: the unmask request contradicts the signed survivor list "
+                f"(survivors {sorted(set(survivors) - set(self.u3))} not in it, or dropped "
+                f"{sorted(set(dropped) & set(self.u3))} in it).")
 
     def _confirm(self, v: int, ct: bytes) -> tuple[bytes, bytes] | None:
         """V's shares if its ciphertext authenticates and its view of both key pairs is ours."""
@@ -388,12 +523,14 @@ class _Client:
             "own_shares": self.own_shares[0] + self.own_shares[1],
             "received_ids": _id_array(received),
             "received": b"".join(self.received[v][0] + self.received[v][1] for v in received),
-            "rejected": _id_array(self.rejected)})
+            "rejected": _id_array(self.rejected), "u1_digest": self.u1_digest,
+            "u3": _id_array(self.u3), "selected": self.selected})
 
     @classmethod
-    def restore(cls, cfg: _Config, client: ClientId, state: bytes) -> _Client:
+    def restore(cls, cfg: _Config, client: ClientId, state: bytes,
+                book: IdentityBook | None = None) -> _Client:
         """Inverse of :meth:`export_state` (raises :class:`MalformedMessageError`)."""
-        out = cls(cfg, client)
+        out = cls(cfg, client, book)
         if not state:
             return out
         msg = wire.decode(state, _STATE)
@@ -405,7 +542,7 @@ class _Client:
         stage = msg.uint("stage")
         if len(keys) != 64 or len(msg.raw("b_seed")) != 32 or \
                 len(own) != (share if stage >= 2 else 0) or \
-                not set(received) <= set(peers) or not 1 <= stage <= 4:
+                not set(received) <= set(peers) or not 1 <= stage <= 5:
             raise MalformedMessageError("inconsistent secagg client state")
         out.stage, out.round_id, out.threshold = msg.uint("stage"), msg.round_id, \
             msg.uint("threshold")
@@ -418,6 +555,9 @@ class _Client:
         out.own_shares = (own[:half], own[half:]) if own else (b"", b"")
         out.received = {v: (r[:half], r[half:]) for v, r in zip(received, rec, strict=True)}
         out.rejected = set(_ids(msg, "rejected"))
+        out.u1_digest = msg.raw("u1_digest") if "u1_digest" in msg.values else b""
+        out.u3 = _ids(msg, "u3") if "u3" in msg.values else []
+        out.selected = msg.uint("selected") if "selected" in msg.values else 0
         return out
 
     def _pair_seed(self, v: int) -> bytes:
@@ -428,6 +568,8 @@ class _Client:
         survivors = _ids(msg, "survivors")
         dropped = _ids(msg, "dropped")
         pairs = _ids(msg, "pair_seeds")
+        if self.cfg.malicious:
+            self._check_consistency(msg, survivors, dropped)
         both = set(survivors) & set(dropped)
         if both or self.me in dropped:
             raise UnmaskRefusedError(
@@ -461,11 +603,22 @@ class _Client:
 class _Server:
     """The server's side of one round."""
 
-    def __init__(self, cfg: _Config, round_id: int, clients: Sequence[ClientId]) -> None:
+    def __init__(self, cfg: _Config, round_id: int, clients: Sequence[ClientId],
+                 registry: IdentityRegistry | None = None) -> None:
         self.cfg = cfg
         self.round_id = round_id
         self.selected = frozenset(clients)
         self.plan: SecAggParams = cfg.plan(len(clients))
+        self.registry = registry
+        if cfg.malicious and (registry is None or not self.selected <= set(registry.keys)):
+            raise ConfigurationError(
+                f"round {round_id}: the malicious-server mode needs a registered identity for "
+                "every selected client.")
+        self.phases = (("advertise", "share", "mask", "consistency", "unmask", "finish")
+                       if cfg.malicious else ("advertise", "share", "mask", "unmask", "finish"))
+        self.key_sigs: dict[int, bytes] = {}
+        self.u1: list[int] = []
+        self.cons_sigs: dict[int, bytes] = {}
         self.stage = 0
         self.keys: dict[int, Keys] = {}
         self.graph: dict[int, tuple[int, ...]] = {}
@@ -498,16 +651,27 @@ class _Server:
                 f"client {client}: message for round {msg.round_id}, expected {self.round_id}")
         return msg
 
+    def _phase(self) -> str | None:
+        return self.phases[self.stage - 1] if 1 <= self.stage <= len(self.phases) else None
+
     def receive(self, client: ClientId, message: bytes) -> None:
-        if self.stage == 1:
+        phase = self._phase()
+        if phase == "advertise":
             msg = self._check(client, message, _KEYS, self.selected, self.keys)
             c_pk, s_pk = msg.raw("c_pk"), msg.raw("s_pk")
             if c_pk == s_pk:
                 raise MalformedMessageError("public keys must be two distinct keys")
             check_public(c_pk, f"client {client}'s c_pk")
             check_public(s_pk, f"client {client}'s s_pk")
+            if self.registry is not None:
+                sig = msg.raw("sig") if "sig" in msg.values else b""
+                if not self.registry.verify(client, _key_statement(self.round_id, client,
+                                                                   (c_pk, s_pk)), sig):
+                    raise MalformedMessageError(
+                        f"client {client}'s keys are not signed by its registered identity")
+                self.key_sigs[client] = sig
             self.keys[client] = (c_pk, s_pk)
-        elif self.stage == 2:
+        elif phase == "share":
             msg = self._check(client, message, _SHARES, self.graph, self.u2)
             ids = _ids(msg, "ids")
             if ids != list(self.graph[client]):
@@ -520,7 +684,7 @@ class _Server:
                 self.shares_in.setdefault(v, {})[client] = ct
             self.commits[client] = commit
             self.u2.add(client)
-        elif self.stage == 3:
+        elif phase == "mask":
             msg = self._check(client, message, _MASKED[self.cfg.ring.bits], self.u2, self.u3)
             y = msg.array("y")
             peers = set(_ids(msg, "mask_peers"))
@@ -532,7 +696,16 @@ class _Server:
             np.add(self.acc, y, out=self.acc)  # mod 2^b; validated above
             self.peers[client] = peers
             self.u3.add(client)
-        elif self.stage == 4:
+        elif phase == "consistency":
+            msg = self._check(client, message, _CONS, self.u3, self.cons_sigs)
+            sig = msg.raw("sig")
+            if self.registry is None or not self.registry.verify(
+                    client, _survivor_statement(self.round_id, _digest(self.u1), sorted(self.u3)),
+                    sig):
+                raise MalformedMessageError(
+                    f"client {client}'s signature of the survivor list does not verify")
+            self.cons_sigs[client] = sig
+        elif phase == "unmask":
             msg = self._check(client, message, _UNMASK, self.requested, self.unmask_from)
             want_b, want_sk, want_seeds = self.requested[client]
             if (_ids(msg, "b_ids") != want_b or _ids(msg, "sk_ids") != want_sk
@@ -570,12 +743,13 @@ class _Server:
         for client, message in replies:
             self.receive(client, message)
         self.stage += 1
-        if self.stage == 1:
+        phase = self._phase()
+        if phase == "advertise":
             req = wire.encode(_ADVERTISE, self.round_id, {"stage": 0})
             return {c: req for c in sorted(self.selected)}
-        if self.stage == 2:
+        if phase == "share":
             return self._share_requests()
-        if self.stage == 3:
+        if phase == "mask":
             self._need(len(self.u2), "key sharing")
             out = {}
             for u in sorted(self.u2):
@@ -586,15 +760,27 @@ class _Server:
                     "ids": _id_array(senders),
                     "ciphertexts": b"".join(self.shares_in[u][v] for v in senders)})
             return out
-        if self.stage == 4:
+        if phase == "consistency":
+            return self._consistency_requests()
+        if phase == "unmask":
             return self._unmask_requests()
-        if self.stage == 5:
+        if phase == "finish":
             return self._finish()
         raise ProtocolViolationError(f"round {self.round_id} is finished")
+
+    def _consistency_requests(self) -> dict[ClientId, bytes]:
+        """Malicious-server mode: every uploader signs the one survivor list U₃."""
+        self._need(len(self.u3), "the upload")
+        check_min_clients(len(self.u3), self.cfg.spec, f"round {self.round_id}")
+        for u in sorted(self.u3):
+            self._need_neighbours(u, len(self.peers[u] & self.u3), "uploaded")
+        req = wire.encode(_CONS_REQ, self.round_id, {"u3": _id_array(self.u3)})
+        return {u: req for u in sorted(self.u3)}
 
     def _share_requests(self) -> dict[ClientId, bytes]:
         alive = sorted(self.keys)
         self._need(len(alive), "key advertisement")
+        self.u1 = alive
         self.graph = harary_graph(alive, min(self.plan.degree, len(alive) - 1))
         threshold = self.plan.threshold
         out = {}
@@ -603,11 +789,15 @@ class _Server:
             if len(nbrs) + 1 < threshold:
                 raise ProtocolAbortError(f"round {self.round_id}: client {u} has only "
                                          f"{len(nbrs)} neighbours; threshold {threshold}.")
-            out[u] = wire.encode(_SHARE_REQ, self.round_id, {
+            values: dict[str, object] = {
                 "ids": _id_array(nbrs),
                 "c_pks": b"".join(self.keys[v][0] for v in nbrs),
                 "s_pks": b"".join(self.keys[v][1] for v in nbrs),
-                "threshold": threshold, "selected": len(self.selected)})
+                "threshold": threshold, "selected": len(self.selected)}
+            if self.cfg.malicious:
+                values["sigs"] = b"".join(self.key_sigs[v] for v in nbrs)
+                values["u1"] = _id_array(alive)
+            out[u] = wire.encode(_SHARE_REQ, self.round_id, values)
         return out
 
     def _one_sided(self) -> list[tuple[int, int]]:
@@ -622,15 +812,24 @@ class _Server:
         for u, v in self._one_sided():  # v can give the pair seed it left out
             seeds_from.setdefault(v, set()).add(u)
         out = {}
-        for u in sorted(self.u3):
+        # malicious-server mode: only clients that signed U₃ are asked, with their neighbours'
+        # signatures of it
+        askable = sorted(self.cons_sigs) if self.cfg.malicious else sorted(self.u3)
+        for u in askable:
             self._need_neighbours(u, len(self.peers[u] & self.u3), "uploaded")
             survivors = sorted((self.peers[u] & self.u3) | {u})
             dropped = sorted(self.peers[u] - self.u3)
             pairs = sorted(seeds_from.get(u, set()))
-            self.requested[u] = (survivors, dropped, pairs)
-            out[u] = wire.encode(_UNMASK_REQ, self.round_id, {
+            values: dict[str, object] = {
                 "survivors": _id_array(survivors), "dropped": _id_array(dropped),
-                "pair_seeds": _id_array(pairs)})
+                "pair_seeds": _id_array(pairs)}
+            if self.cfg.malicious:
+                signers = [v for v in sorted(self.cons_sigs) if v in self.peers[u]]
+                self._need_neighbours(u, len(signers), "signed the survivor list")
+                values["signers"] = _id_array(signers)
+                values["sigs"] = b"".join(self.cons_sigs[v] for v in signers)
+            self.requested[u] = (survivors, dropped, pairs)
+            out[u] = wire.encode(_UNMASK_REQ, self.round_id, values)
         return out
 
     def _finish(self) -> SumResult:
@@ -684,13 +883,18 @@ class _Server:
 
 
 class _Process:
-    def __init__(self, cfg: _Config, plans: dict[int, SecAggParams]) -> None:
+    def __init__(self, cfg: _Config, plans: dict[int, SecAggParams],
+                 registry: IdentityRegistry | None = None,
+                 book: IdentityBook | None = None) -> None:
         self.cfg = cfg
         self.spec = cfg.spec
         self._plans = plans
+        self.registry = registry  # public: the server side may hold it
+        self._book = book  # the simulated clients' provisioning, used by client_session only
 
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
-        server = _Server(self.cfg, round_id, check_round_clients(round_id, clients, self.spec))
+        server = _Server(self.cfg, round_id, check_round_clients(round_id, clients, self.spec),
+                         self.registry)
         self._plans[len(server.selected)] = server.plan
         return server
 
@@ -698,7 +902,7 @@ class _Process:
         return _config_message(self.cfg)
 
     def client_session(self, client: ClientId) -> ClientSession:
-        return pairwise_client(self.client_config()).session(client)
+        return pairwise_client(self.client_config(), self._book).session(client)
 
 
 class PairwiseSecureSum:
@@ -728,13 +932,28 @@ class PairwiseSecureSum:
             :func:`~privfl.core.ring.rounding_rng`).
         security: σ: each privacy failure has probability ≤ 2^-(σ+1) per round.
         correctness: η: a round aborts with probability ≤ 2^-η at the dropout rate.
+        identities: The malicious-server mode (Bonawitz et al.'s active variant). Either the
+            registry of every client's Ed25519 identity (public; a deployed server's case:
+            clients are provisioned out of band) or an :class:`IdentityBook` with the simulated
+            clients' keys too (simulation: :func:`~privfl.secagg.identity.provision_identities`).
+            Clients then sign their keys and the survivor list, refuse keys and lists their
+            owners did not sign, and t grows so that 2t > k + 1 + ⌊γn⌋: a server that tells
+            different clients different stories is caught before anything is revealed.
     """
 
     def __init__(self, *, sparse: bool = False, dropout_rate: float = 0.2,
                  collusion_fraction: float = 1 / 3, precision: float = 1e-6,
                  rounding_seed: int | None = None, security: int = 40,
-                 correctness: int = 20) -> None:
+                 correctness: int = 20,
+                 identities: IdentityRegistry | IdentityBook | None = None) -> None:
         check_assumptions(collusion_fraction, dropout_rate, security, correctness)
+        if identities is not None and not isinstance(identities,
+                                                     (IdentityRegistry, IdentityBook)):
+            raise ConfigurationError("`identities` must be an IdentityRegistry or IdentityBook.")
+        self._book = identities if isinstance(identities, IdentityBook) else None
+        self.registry = (identities.registry if isinstance(identities, IdentityBook)
+                         else identities)
+        self.malicious = identities is not None
         self.sparse = sparse
         self.dropout_rate = dropout_rate
         self.collusion_fraction = collusion_fraction
@@ -742,7 +961,7 @@ class PairwiseSecureSum:
         self.rounding_seed = rounding_seed
         self.security = security
         self.correctness = correctness
-        self.name = "secagg+" if sparse else "secagg"
+        self.name = ("secagg+" if sparse else "secagg") + ("-malicious" if self.malicious else "")
         self._plans: dict[int, SecAggParams] = {}
 
     def create(self, spec: ValueSpec) -> _Process:
@@ -750,13 +969,20 @@ class PairwiseSecureSum:
         ring = ring_for(spec, precision=self.precision)
         return _Process(_Config(spec, ring, self.sparse, self.dropout_rate,
                                 self.collusion_fraction, self.precision, self.rounding_seed,
-                                self.security, self.correctness), self._plans)
+                                self.security, self.correctness, self.malicious), self._plans,
+                        self.registry, self._book)
 
     def plan(self, n: int) -> SecAggParams:
         """The degree, threshold and failure probabilities for ``n`` selected clients."""
         return plan_graph(n, sparse=self.sparse, dropout=self.dropout_rate,
                           collusion=self.collusion_fraction, security=self.security,
-                          correctness=self.correctness)
+                          correctness=self.correctness,
+                          model=ServerModel.MALICIOUS if self.malicious
+                          else ServerModel.SEMI_HONEST)
+
+    def client_secrets(self) -> IdentityBook | None:
+        """What simulated clients are provisioned with (their identities and the registry)."""
+        return self._book
 
     def trust_assumption(self) -> TrustAssumption:
         """What pairwise masking protects, and what breaks it (with the rounds' k and t)."""
@@ -765,11 +991,21 @@ class PairwiseSecureSum:
         used = [self._plans[n] for n in sorted(self._plans)]
         plans = "; ".join(p.summary() for p in (used[:1] + used[-1:] if len(used) > 1
                                                   else used))
+        server = ("Semi-honest server" if not self.malicious else
+                  "Malicious server (it may relay, withhold, replay or swap messages and tell "
+                  "clients different stories; clients hold pinned Ed25519 identities registered "
+                  "out of band, sign their keys and the one survivor list they accept, and "
+                  "reveal shares only with t neighbours' signatures on that list; t > "
+                  "(k + 1 + ⌊γn⌋)/2)")
+        deviating = ("A server that deviates from the protocol (inconsistent dropout stories) "
+                     "is not covered" if not self.malicious else
+                     "A forged registry (Sybil identities) is not covered; the graph is drawn "
+                     "by the server, so colluders chosen after it are not covered")
         return TrustAssumption(
             mechanism=self.name, server_sees=Visibility.MASKED,
             statement=f"The server sees only masked inputs, uniform over the ring, and the "
                       f"sum of the survivors; masks over {graph}, secrets Shamir-shared t-of-m "
-                      "among each client's holders (m = k + 1). Semi-honest server colluding "
+                      f"among each client's holders (m = k + 1). {server}, colluding "
                       f"with at most γ = {self.collusion_fraction:.3g} of the selected clients, "
                       f"chosen before the graph is drawn; security σ = {self.security}, "
                       f"correctness η = {self.correctness}."
@@ -777,8 +1013,7 @@ class PairwiseSecureSum:
             broken_by="t colluding holders of one honest client, or colluders and dropped "
                       "clients that split the honest survivors' graph (the server then learns "
                       "each part's sum): each at most 2^-(σ+1) per round under the stated "
-                      "fractions, certain beyond them. A server that deviates from the protocol "
-                      "(inconsistent dropout stories) is not covered",
+                      f"fractions, certain beyond them. {deviating}",
             dropouts_tolerated=f"up to δ = {self.dropout_rate:g} of the selected clients at any "
                                f"stage (a round aborts with probability ≤ 2^-{self.correctness}); "
                                "a client with fewer than t surviving neighbours aborts the round")

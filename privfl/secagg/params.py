@@ -36,7 +36,11 @@ and u itself only its self-mask share, so with c colluding neighbours the server
 most k + 1 + c shares: it breaks u when k + 1 + c ≥ 2t. With c ≤ t₁ − 1, t₁ the semi-honest
 threshold at the same k, the malicious threshold is the smallest t with 2t > k + t₁ (that is,
 t ≥ ⌊(k + t₁)/2⌋ + 1). privfl's share structure (u holds a share of its own secrets) makes this
-one larger than the production code's ⌈(t₁ + k − 1.25)/2⌉ when k + t₁ is even.
+one larger than the production code's ⌈(t₁ + k − 1.25)/2⌉ when k + t₁ is even. A malicious
+server also chooses *which* clients to declare dropped after seeing the graph, so event (2) is
+ruled out deterministically instead: k > ⌊γn⌋ + ⌊δn⌋ (H(n, k) is k-vertex-connected, so removing
+fewer than k clients never splits it), and clients refuse a survivor list that declares more
+than ⌊δn⌋ of the n selected clients dropped.
 """
 
 from __future__ import annotations
@@ -275,7 +279,8 @@ def find_params(n: int, *, collusion: float = 1 / 3, dropout: float = 0.2,
             security=security, correctness=correctness, model=model,
             p_reveal=float(min(1.0, math.exp(tails.reveal[t]))) if t < len(tails.reveal)
             else 0.0,
-            p_split=split_probability(n, k, colluders + dropouts),
+            p_split=(0.0 if model is ServerModel.MALICIOUS
+                     else split_probability(n, k, colluders + dropouts)),
             p_abort=float(min(1.0, math.exp(tails.abort[t]))))
 
     for k in range(2, n - 1, 2):
@@ -283,6 +288,8 @@ def find_params(n: int, *, collusion: float = 1 / 3, dropout: float = 0.2,
         found = _threshold(n, k, tails, log_sec=log_sec, log_cor=log_cor, model=model)
         if found is None or split_probability(n, k, colluders + dropouts) > math.exp(log_sec):
             continue
+        if model is ServerModel.MALICIOUS and k <= colluders + dropouts:
+            continue  # a malicious server picks whom to declare dropped after seeing the graph
         return build(k, found[0], tails)
     return complete_params(n, collusion=collusion, dropout=dropout, security=security,
                            correctness=correctness, model=model)
