@@ -15,6 +15,7 @@ survivors' graph splits, with probability ≤ 2^-(σ+1) each, and a round aborts
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 
@@ -39,14 +40,39 @@ def plan_graph(n: int, *, sparse: bool, dropout: float, collusion: float,
                            correctness=correctness, model=model)
 
 
-def harary_graph(clients: Sequence[int], degree: int) -> dict[int, tuple[int, ...]]:
-    """Random Harary graph of even ``degree`` (or complete if degree = n − 1)."""
+def _order(ids: list[int], seed: bytes | None) -> list[int]:
+    """A uniformly random permutation: from the OS CSPRNG, or derived from ``seed``.
+
+    The seeded form is a Fisher–Yates shuffle driven by SHA-256(seed ‖ i): every party that
+    knows the seed computes the same order (modulo bias ≤ n / 2^256).
+    """
+    order = ids[:]
+    if seed is None:
+        secrets.SystemRandom().shuffle(order)
+        return order
+    for i in range(len(order) - 1, 0, -1):
+        draw = hashlib.sha256(b"privfl-harary-order" + seed + i.to_bytes(4, "little")).digest()
+        j = int.from_bytes(draw, "little") % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def harary_graph(clients: Sequence[int], degree: int,
+                 seed: bytes | None = None) -> dict[int, tuple[int, ...]]:
+    """Random Harary graph of even ``degree`` (or complete if degree = n − 1).
+
+    Args:
+        clients: The vertices.
+        degree: k, even unless the graph is complete.
+        seed: Where the random cyclic order comes from: ``None`` draws it from the OS CSPRNG
+            (the server's choice); bytes derive it deterministically, so that clients can
+            recompute a graph drawn from randomness they contributed.
+    """
     ids = list(clients)
     n = len(ids)
     if degree >= n - 1:
         return {c: tuple(sorted(set(ids) - {c})) for c in ids}
-    order = ids[:]
-    secrets.SystemRandom().shuffle(order)
+    order = _order(sorted(ids), seed)
     half = degree // 2
     nbrs: dict[int, set[int]] = {c: set() for c in ids}
     for i, c in enumerate(order):

@@ -31,10 +31,20 @@ Four stages per round, as client and server state machines behind the ``SecureSu
    s_skᵥ), removes the self masks of the survivors and the dangling pair masks, and decodes.
    A decoded total weight outside (0, contributors·max_weight] aborts the round.
 
-Threat model: semi-honest server and clients. Individual inputs stay hidden unless t of a
-client's m holders collude with the server. The sum is exact while every neighbourhood keeps
-t holders alive (for the complete graph: up to n − t dropouts at any stage); otherwise the round
-aborts with the counts. Dropouts before stage 2 cost nothing; after, they cost mask removals.
+Threat model (default): a semi-honest server colluding with at most a fraction γ of the
+selected clients; k and t are derived from n, γ, δ, σ and η (:mod:`.params`), and every client
+derives them too and refuses a request that does not fit them. The sum is exact while every
+client keeps t surviving neighbours; otherwise the round aborts with the counts. Dropouts
+before stage 2 cost nothing; after, they cost mask removals.
+
+Malicious-server mode (``identities=``, Bonawitz et al.'s active variant): clients sign their
+keys with pinned Ed25519 identities (:mod:`.identity`) and, for SecAgg+, commit to a nonce with
+them; a *reveal* exchange opens the nonces once the committed list U₁ is fixed and the graph is
+derived from all of them (the server cannot choose it); after the upload a *consistency*
+exchange has every uploader sign the one survivor list U₃ it accepts, and a client unmasks only
+with t of its holders' signatures on the same list and only as that list says. t satisfies
+2t > k + 1 + ⌊γn⌋ and k > ⌊γn⌋ + ⌊δn⌋. Any deviation a client can see raises
+:class:`InconsistentServerError` before it reveals anything.
 """
 
 from __future__ import annotations
@@ -98,11 +108,16 @@ F, T = wire.Field, wire.FieldType
 _IDS = "<u4"
 _ADVERTISE = wire.Schema(kind=30, name="secagg.advertise", fields=(F(1, "stage", T.UINT),))
 _KEYS = wire.Schema(kind=31, name="secagg.keys", fields=(
-    F(1, "c_pk", T.BYTES), F(2, "s_pk", T.BYTES), F(3, "sig", T.BYTES, optional=True)))
+    F(1, "c_pk", T.BYTES), F(2, "s_pk", T.BYTES), F(3, "sig", T.BYTES, optional=True),
+    F(4, "nonce_commit", T.BYTES, optional=True)))
+_REVEAL_REQ = wire.Schema(kind=25, name="secagg.reveal_request", fields=(
+    F(1, "u1", T.ARRAY, dtype=_IDS), F(2, "commits", T.BYTES)))
+_REVEAL = wire.Schema(kind=26, name="secagg.reveal", fields=(F(1, "nonce", T.BYTES),))
 _SHARE_REQ = wire.Schema(kind=32, name="secagg.share_request", fields=(
     F(1, "ids", T.ARRAY, dtype=_IDS), F(2, "c_pks", T.BYTES), F(3, "s_pks", T.BYTES),
     F(4, "threshold", T.UINT), F(5, "selected", T.UINT),
-    F(6, "sigs", T.BYTES, optional=True), F(7, "u1", T.ARRAY, dtype=_IDS, optional=True)))
+    F(6, "sigs", T.BYTES, optional=True), F(7, "u1", T.ARRAY, dtype=_IDS, optional=True),
+    F(8, "nonces", T.BYTES, optional=True)))
 _SHARES = wire.Schema(kind=33, name="secagg.shares", fields=(
     F(1, "ids", T.ARRAY, dtype=_IDS), F(2, "ciphertexts", T.BYTES), F(3, "b_commit", T.BYTES)))
 _MASK_REQ = wire.Schema(kind=34, name="secagg.mask_request", fields=(
@@ -142,9 +157,20 @@ class InconsistentServerError(ProtocolAbortError):
     """
 
 
-def _key_statement(round_id: int, client: int, keys: Keys) -> bytes:
+def _key_statement(round_id: int, client: int, keys: Keys, commit: bytes = b"") -> bytes:
     return (b"privfl-secagg-keys-signed-v1" + struct.pack("<QI", round_id, client)
-            + keys[0] + keys[1])
+            + keys[0] + keys[1] + commit)
+
+
+def _nonce_commit(round_id: int, client: int, nonce: bytes) -> bytes:
+    return hashlib.sha256(b"privfl-secagg-nonce" + struct.pack("<QI", round_id, client)
+                          + nonce).digest()
+
+
+def _graph_seed(round_id: int, u1: Sequence[int], nonces: bytes) -> bytes:
+    """The graph's randomness: every client of U₁ contributed a committed nonce."""
+    return hashlib.sha256(b"privfl-secagg-graph" + struct.pack("<Q", round_id)
+                          + _id_array(u1).tobytes() + nonces).digest()
 
 
 def _survivor_statement(round_id: int, u1_digest: bytes, u3: Sequence[int]) -> bytes:
@@ -152,8 +178,8 @@ def _survivor_statement(round_id: int, u1_digest: bytes, u3: Sequence[int]) -> b
             + np.asarray(sorted(u3), dtype=_IDS).tobytes())
 
 
-def _digest(ids: Iterable[int]) -> bytes:
-    return hashlib.sha256(b"privfl-secagg-u1" + _id_array(ids).tobytes()).digest()
+def _digest(ids: Iterable[int], commits: bytes = b"") -> bytes:
+    return hashlib.sha256(b"privfl-secagg-u1" + _id_array(ids).tobytes() + commits).digest()
 
 
 def _kdf(shared: bytes, label: bytes, round_id: int) -> bytes:
@@ -201,6 +227,11 @@ class _Config:
     correctness: int = 20
     malicious: bool = False
 
+    @property
+    def reveal(self) -> bool:
+        """Malicious SecAgg+: the graph comes from the clients' committed nonces."""
+        return self.malicious and self.sparse
+
     def plan(self, n: int) -> SecAggParams:
         """K and t for ``n`` selected clients (raises ConfigurationError)."""
         return plan_graph(n, sparse=self.sparse, dropout=self.dropout, collusion=self.collusion,
@@ -223,7 +254,9 @@ _STATE = wire.Schema(kind=29, name="secagg.client_state", fields=(
     F(7, "own_shares", T.BYTES), F(8, "received_ids", T.ARRAY, dtype=_IDS),
     F(9, "received", T.BYTES), F(10, "rejected", T.ARRAY, dtype=_IDS),
     F(11, "u1_digest", T.BYTES, optional=True), F(12, "u3", T.ARRAY, dtype=_IDS, optional=True),
-    F(13, "selected", T.UINT, optional=True)))
+    F(13, "selected", T.UINT, optional=True), F(14, "nonce", T.BYTES, optional=True),
+    F(15, "commit_ids", T.ARRAY, dtype=_IDS, optional=True),
+    F(16, "commits", T.BYTES, optional=True)))
 
 
 def _config_message(cfg: _Config) -> bytes:
@@ -302,6 +335,8 @@ class _Client:
         self.u1_digest = b""
         self.u3: list[int] = []
         self.selected = 0
+        self.nonce = secrets.token_bytes(32)
+        self.commits: dict[int, bytes] = {}  # U₁ as the server showed it, with commitments
         self.stage = 0
         self.round_id = -1
         self.threshold = 0
@@ -315,8 +350,10 @@ class _Client:
         self.rejected: set[int] = set()  # neighbours that shared but failed confirmation
 
     def _expect(self, kind: int, stage: int, request: bytes) -> wire.DecodedMessage:
-        order = ((_ADVERTISE, _SHARE_REQ, _MASK_REQ, _CONS_REQ, _UNMASK_REQ) if self.cfg.malicious
-                 else (_ADVERTISE, _SHARE_REQ, _MASK_REQ, _UNMASK_REQ))
+        order: tuple[wire.Schema, ...] = (_ADVERTISE, _SHARE_REQ, _MASK_REQ, _UNMASK_REQ)
+        if self.cfg.malicious:
+            order = (_ADVERTISE, *((_REVEAL_REQ,) if self.cfg.reveal else ()), _SHARE_REQ,
+                     _MASK_REQ, _CONS_REQ, _UNMASK_REQ)
         schema = order[stage] if stage < len(order) else None
         if schema is None:
             raise ProtocolViolationError(f"client {self.me}: the round is over for this client")
@@ -330,21 +367,40 @@ class _Client:
 
     def step(self, request: bytes, contribution: ContributionLike | None) -> bytes:
         msg = self._expect(wire.peek_kind(request), self.stage, request)
-        stage = self.stage
         self.stage += 1
-        if stage == 0:
+        kind = msg.schema.kind
+        if kind == _ADVERTISE.kind:
             self.round_id = msg.round_id
             keys: dict[str, object] = {"c_pk": self.own[0], "s_pk": self.own[1]}
+            commit = (_nonce_commit(self.round_id, self.me, self.nonce) if self.cfg.reveal
+                      else b"")
+            if commit:
+                keys["nonce_commit"] = commit
             if self.identity is not None:
-                keys["sig"] = self.identity.sign(_key_statement(self.round_id, self.me, self.own))
+                keys["sig"] = self.identity.sign(_key_statement(self.round_id, self.me, self.own,
+                                                                commit))
             return wire.encode(_KEYS, self.round_id, keys)
-        if stage == 1:
+        if kind == _REVEAL_REQ.kind:
+            return self._reveal(msg)
+        if kind == _SHARE_REQ.kind:
             return self._share(msg)
-        if stage == 2:
+        if kind == _MASK_REQ.kind:
             return self._mask(msg, contribution)
-        if stage == 3 and self.cfg.malicious:
+        if kind == _CONS_REQ.kind:
             return self._consistency(msg)
         return self._unmask(msg)
+
+    def _reveal(self, msg: wire.DecodedMessage) -> bytes:
+        """Open this client's graph nonce once U₁ and every commitment in it are fixed."""
+        u1 = _ids(msg, "u1")
+        commits = _split(msg.raw("commits"), 32, len(u1), "commits")
+        view = dict(zip(u1, commits, strict=True))
+        if view.get(self.me) != _nonce_commit(self.round_id, self.me, self.nonce):
+            raise InconsistentServerError(
+                f"client {self.me}: the list of committed clients does not carry this client's "
+                "commitment. Revealing nothing.")
+        self.commits = view
+        return wire.encode(_REVEAL, self.round_id, {"nonce": self.nonce})
 
     def _channel(self, peer: int) -> ChaCha20Poly1305:
         shared = exchange(self.c_sk, self.peer_keys[peer][0], f"client {peer}'s c_pk")
@@ -403,15 +459,38 @@ class _Client:
             raise InconsistentServerError(
                 f"client {self.me}: the server withheld the keys of "
                 f"{sorted(set(u1) - {self.me} - set(ids))} (in U1 but not relayed).")
+        if self.cfg.reveal:
+            self._check_graph(msg, u1, ids, n)
         sigs = _split(msg.raw("sigs"), 64, len(ids), "sigs")
         for v, sig in zip(ids, sigs, strict=True):
-            if not book.registry.verify(v, _key_statement(self.round_id, v,
-                                                                 self.peer_keys[v]), sig):
+            if not book.registry.verify(v, _key_statement(self.round_id, v, self.peer_keys[v],
+                                                          self.commits.get(v, b"")), sig):
                 raise InconsistentServerError(
                     f"client {self.me}: the keys relayed for client {v} are not the ones client "
                     f"{v} signed for round {self.round_id} (swapped, replayed or forged). "
                     "Stopping the round.")
-        self.u1_digest = _digest(u1)
+        self.u1_digest = _digest(u1, b"".join(self.commits[v] for v in u1)
+                                 if self.cfg.reveal else b"")
+
+    def _check_graph(self, msg: wire.DecodedMessage, u1: list[int], ids: list[int],
+                     n: int) -> None:
+        """The neighbours are those of the graph every committed nonce of U₁ determines."""
+        if u1 != sorted(self.commits):
+            raise InconsistentServerError(
+                f"client {self.me}: U1 differs from the committed list it was shown before.")
+        if "nonces" not in msg.values:
+            raise InconsistentServerError(f"client {self.me}: no graph nonces in the request.")
+        nonces = _split(msg.raw("nonces"), 32, len(u1), "nonces")
+        for v, nonce in zip(u1, nonces, strict=True):
+            if _nonce_commit(self.round_id, v, nonce) != self.commits[v]:
+                raise InconsistentServerError(
+                    f"client {self.me}: client {v}'s graph nonce does not open its commitment.")
+        degree = min(self.cfg.plan(n).degree, len(u1) - 1)
+        graph = harary_graph(u1, degree, seed=_graph_seed(self.round_id, u1, b"".join(nonces)))
+        if list(graph[self.me]) != ids:
+            raise InconsistentServerError(
+                f"client {self.me}: the neighbours the server named are not those of the graph "
+                "the clients' committed nonces determine. Stopping the round.")
 
     def _consistency(self, msg: wire.DecodedMessage) -> bytes:
         """Sign the one survivor list U₃ this client will ever accept in this round."""
@@ -524,7 +603,9 @@ class _Client:
             "received_ids": _id_array(received),
             "received": b"".join(self.received[v][0] + self.received[v][1] for v in received),
             "rejected": _id_array(self.rejected), "u1_digest": self.u1_digest,
-            "u3": _id_array(self.u3), "selected": self.selected})
+            "u3": _id_array(self.u3), "selected": self.selected, "nonce": self.nonce,
+            "commit_ids": _id_array(self.commits),
+            "commits": b"".join(self.commits[v] for v in sorted(self.commits))})
 
     @classmethod
     def restore(cls, cfg: _Config, client: ClientId, state: bytes,
@@ -542,7 +623,7 @@ class _Client:
         stage = msg.uint("stage")
         if len(keys) != 64 or len(msg.raw("b_seed")) != 32 or \
                 len(own) != (share if stage >= 2 else 0) or \
-                not set(received) <= set(peers) or not 1 <= stage <= 5:
+                not set(received) <= set(peers) or not 1 <= stage <= 6:
             raise MalformedMessageError("inconsistent secagg client state")
         out.stage, out.round_id, out.threshold = msg.uint("stage"), msg.round_id, \
             msg.uint("threshold")
@@ -558,6 +639,12 @@ class _Client:
         out.u1_digest = msg.raw("u1_digest") if "u1_digest" in msg.values else b""
         out.u3 = _ids(msg, "u3") if "u3" in msg.values else []
         out.selected = msg.uint("selected") if "selected" in msg.values else 0
+        if "nonce" in msg.values:
+            out.nonce = msg.raw("nonce")
+        if "commit_ids" in msg.values:
+            cids = _ids(msg, "commit_ids")
+            out.commits = dict(zip(cids, _split(msg.raw("commits"), 32, len(cids), "commits"),
+                                   strict=True))
         return out
 
     def _pair_seed(self, v: int) -> bytes:
@@ -614,9 +701,14 @@ class _Server:
             raise ConfigurationError(
                 f"round {round_id}: the malicious-server mode needs a registered identity for "
                 "every selected client.")
-        self.phases = (("advertise", "share", "mask", "consistency", "unmask", "finish")
-                       if cfg.malicious else ("advertise", "share", "mask", "unmask", "finish"))
+        self.phases: tuple[str, ...] = ("advertise", "share", "mask", "unmask", "finish")
+        if cfg.malicious:
+            self.phases = ("advertise", *(("reveal",) if cfg.reveal else ()), "share", "mask",
+                           "consistency", "unmask", "finish")
         self.key_sigs: dict[int, bytes] = {}
+        self.nonce_commits: dict[int, bytes] = {}  # graph-nonce commitments (malicious SecAgg+)
+        self.nonces: dict[int, bytes] = {}
+        self.graph_seed: bytes | None = None
         self.u1: list[int] = []
         self.cons_sigs: dict[int, bytes] = {}
         self.stage = 0
@@ -663,14 +755,28 @@ class _Server:
                 raise MalformedMessageError("public keys must be two distinct keys")
             check_public(c_pk, f"client {client}'s c_pk")
             check_public(s_pk, f"client {client}'s s_pk")
+            commit = b""
+            if self.cfg.reveal:
+                commit = msg.raw("nonce_commit") if "nonce_commit" in msg.values else b""
+                if len(commit) != 32:
+                    raise MalformedMessageError("a 32-byte graph-nonce commitment is required")
             if self.registry is not None:
                 sig = msg.raw("sig") if "sig" in msg.values else b""
                 if not self.registry.verify(client, _key_statement(self.round_id, client,
-                                                                   (c_pk, s_pk)), sig):
+                                                                   (c_pk, s_pk), commit), sig):
                     raise MalformedMessageError(
                         f"client {client}'s keys are not signed by its registered identity")
                 self.key_sigs[client] = sig
+            if commit:
+                self.nonce_commits[client] = commit
             self.keys[client] = (c_pk, s_pk)
+        elif phase == "reveal":
+            msg = self._check(client, message, _REVEAL, self.u1, self.nonces)
+            nonce = msg.raw("nonce")
+            if _nonce_commit(self.round_id, client, nonce) != self.nonce_commits[client]:
+                raise MalformedMessageError(f"client {client}'s nonce does not open its "
+                                            "commitment")
+            self.nonces[client] = nonce
         elif phase == "share":
             msg = self._check(client, message, _SHARES, self.graph, self.u2)
             ids = _ids(msg, "ids")
@@ -700,7 +806,7 @@ class _Server:
             msg = self._check(client, message, _CONS, self.u3, self.cons_sigs)
             sig = msg.raw("sig")
             if self.registry is None or not self.registry.verify(
-                    client, _survivor_statement(self.round_id, _digest(self.u1), sorted(self.u3)),
+                    client, _survivor_statement(self.round_id, self._u1_digest(), sorted(self.u3)),
                     sig):
                 raise MalformedMessageError(
                     f"client {client}'s signature of the survivor list does not verify")
@@ -747,6 +853,13 @@ class _Server:
         if phase == "advertise":
             req = wire.encode(_ADVERTISE, self.round_id, {"stage": 0})
             return {c: req for c in sorted(self.selected)}
+        if phase == "reveal":
+            self.u1 = sorted(self.keys)
+            self._need(len(self.u1), "key advertisement")
+            req = wire.encode(_REVEAL_REQ, self.round_id, {
+                "u1": _id_array(self.u1),
+                "commits": b"".join(self.nonce_commits[v] for v in self.u1)})
+            return {u: req for u in self.u1}
         if phase == "share":
             return self._share_requests()
         if phase == "mask":
@@ -768,6 +881,10 @@ class _Server:
             return self._finish()
         raise ProtocolViolationError(f"round {self.round_id} is finished")
 
+    def _u1_digest(self) -> bytes:
+        return _digest(self.u1, b"".join(self.nonce_commits[v] for v in self.u1)
+                       if self.cfg.reveal else b"")
+
     def _consistency_requests(self) -> dict[ClientId, bytes]:
         """Malicious-server mode: every uploader signs the one survivor list U₃."""
         self._need(len(self.u3), "the upload")
@@ -780,8 +897,18 @@ class _Server:
     def _share_requests(self) -> dict[ClientId, bytes]:
         alive = sorted(self.keys)
         self._need(len(alive), "key advertisement")
+        if self.cfg.reveal:
+            missing = sorted(set(self.u1) - set(self.nonces))
+            if missing:
+                raise ProtocolAbortError(
+                    f"round {self.round_id}: clients {missing} committed to a graph nonce but "
+                    "did not reveal it; the graph may not depend on which reveals the server "
+                    "counts, so the round stops (a new round draws new keys and nonces).")
+            self.graph_seed = _graph_seed(self.round_id, self.u1,
+                                          b"".join(self.nonces[v] for v in self.u1))
         self.u1 = alive
-        self.graph = harary_graph(alive, min(self.plan.degree, len(alive) - 1))
+        self.graph = harary_graph(alive, min(self.plan.degree, len(alive) - 1),
+                                  seed=self.graph_seed)
         threshold = self.plan.threshold
         out = {}
         for u in alive:
@@ -797,6 +924,8 @@ class _Server:
             if self.cfg.malicious:
                 values["sigs"] = b"".join(self.key_sigs[v] for v in nbrs)
                 values["u1"] = _id_array(alive)
+            if self.cfg.reveal:
+                values["nonces"] = b"".join(self.nonces[v] for v in alive)
             out[u] = wire.encode(_SHARE_REQ, self.round_id, values)
         return out
 
@@ -999,8 +1128,9 @@ class PairwiseSecureSum:
                   "(k + 1 + ⌊γn⌋)/2)")
         deviating = ("A server that deviates from the protocol (inconsistent dropout stories) "
                      "is not covered" if not self.malicious else
-                     "A forged registry (Sybil identities) is not covered; the graph is drawn "
-                     "by the server, so colluders chosen after it are not covered")
+                     "A forged registry (Sybil identities) is not covered; the SecAgg+ graph "
+                     "comes from every client's committed nonce, so the server cannot place "
+                     "colluders around a victim")
         return TrustAssumption(
             mechanism=self.name, server_sees=Visibility.MASKED,
             statement=f"The server sees only masked inputs, uniform over the ring, and the "

@@ -15,7 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from privfl.core import wire
 from privfl.core.spec import Contribution, ValueSpec
 from privfl.core.transport import InMemoryTransport, ScheduledDropout
-from privfl.errors import ClientRefusedError, ConfigurationError, MalformedMessageError
+from privfl.errors import (
+    ClientRefusedError,
+    ConfigurationError,
+    MalformedMessageError,
+    ProtocolAbortError,
+)
 from privfl.secagg import shamir
 from privfl.secagg.identity import IdentityRegistry, provision_identities
 from privfl.secagg.keyagreement import exchange
@@ -249,7 +254,9 @@ def test_malicious_server_mode_is_exact_under_dropouts(n: int, sparse: bool) -> 
     ss, r = _malicious(n, sparse)
     plan = ss.plan(n)
     assert 2 * plan.threshold > plan.degree + 1 + plan.colluders
-    drops = {1: {2}, 3: {5}} if plan.dropouts >= 2 else {3: {5}}  # keys shared / at signing
+    # dropped after sharing keys, and after uploading (before signing the survivor list);
+    # SecAgg+ has one more exchange first (the graph nonces)
+    drops = {2: {2}, 4: {5}} if sparse else {1: {2}, 3: {5}}
     clients = {c: r.proc.client_session(c) for c in range(n)}
     server = r.proc.new_round(ROUND, list(range(n)))
     out = InMemoryTransport(ScheduledDropout(drops)).run_round(
@@ -290,3 +297,51 @@ def test_privfl_run_with_a_malicious_server_mode(tmp_path: object) -> None:
     with pytest.raises(ConfigurationError, match="sequential"):
         RunConfig(secure=SecureName.SECAGG, malicious_server=True,
                   execution=Execution.PROCESSES)
+
+
+def test_the_graph_comes_from_every_clients_committed_nonce() -> None:
+    """Malicious SecAgg+: the server cannot choose the graph, nor which nonces count."""
+    from privfl.secagg.graph import harary_graph
+    from privfl.secagg.pairwise import _REVEAL_REQ, _graph_seed
+
+    ss, r = _malicious(20, sparse=True)
+    r.requests = dict(r.server.step(()))  # type: ignore[arg-type]
+    r.stage()  # keys with nonce commitments -> reveal requests
+    reveal = dict(r.requests)
+    r.stage()  # nonces -> share requests
+    srv = r.server
+    u1 = sorted(range(20))
+    seed = _graph_seed(ROUND, u1, b"".join(srv.nonces[v] for v in u1))  # type: ignore[attr-defined]
+    assert srv.graph == harary_graph(u1, ss.plan(20).degree, seed=seed)  # type: ignore[attr-defined]
+    # a neighbour list other than the nonces' graph is refused
+    msg = wire.decode(r.requests[0], _SHARE_REQ)
+    ids = list(msg.array("ids"))
+    stranger = next(c for c in range(1, 20) if c not in ids)
+    forged = sorted(ids[:-1] + [stranger])
+    with pytest.raises(InconsistentServerError, match="graph the clients' committed nonces"):
+        r.clients[0].step(_edit(r.requests[0], _SHARE_REQ, ids=_ids(forged)), None)
+    # a nonce swapped for another value does not open its commitment
+    nonces = bytearray(msg.raw("nonces"))
+    nonces[40] ^= 1
+    with pytest.raises(InconsistentServerError, match="does not open its commitment"):
+        r.clients[1].step(_edit(r.requests[1], _SHARE_REQ, nonces=bytes(nonces)), None)
+    # a committed list without this client's commitment gets no nonce
+    ss2, r2 = _malicious(20, sparse=True)
+    r2.requests = dict(r2.server.step(()))  # type: ignore[arg-type]
+    r2.stage()
+    req = wire.decode(r2.requests[3], _REVEAL_REQ)
+    commits = bytearray(req.raw("commits"))
+    commits[3 * 32] ^= 1
+    with pytest.raises(InconsistentServerError, match="commitment"):
+        r2.clients[3].step(_edit(r2.requests[3], _REVEAL_REQ, commits=bytes(commits)), None)
+    assert reveal  # every client of U1 was asked to reveal
+
+
+def test_a_missing_reveal_stops_the_round() -> None:
+    """The server may not choose which nonces count (it could grind the graph otherwise)."""
+    ss, r = _malicious(20, sparse=True)
+    clients = {c: r.proc.client_session(c) for c in range(20)}
+    server = r.proc.new_round(ROUND, list(range(20)))
+    with pytest.raises(ProtocolAbortError, match=r"clients \[4\] committed to a graph nonce"):
+        InMemoryTransport(ScheduledDropout({1: {4}})).run_round(
+            server, clients, {c: Contribution(r.x[c]) for c in range(20)})
