@@ -219,6 +219,20 @@ def test_a_withheld_signed_key_is_caught() -> None:
                 sigs=b"".join(msg.raw("sigs")[64 * i:64 * i + 64] for i in keep))
     with pytest.raises(InconsistentServerError, match=r"withheld the keys of \[3\]"):
         r.clients[0].step(cut, None)
+    # SecAgg+: the neighbours are fixed by the nonces' graph, so one cannot go missing either
+    ss, r = _malicious(20, sparse=True)
+    r.requests = dict(r.server.step(()))  # type: ignore[arg-type]
+    r.stage()
+    r.stage()
+    msg = wire.decode(r.requests[0], _SHARE_REQ)
+    keep = list(range(1, len(msg.array("ids"))))
+    cut = _edit(r.requests[0], _SHARE_REQ,
+                ids=msg.array("ids")[keep],
+                c_pks=b"".join(msg.raw("c_pks")[32 * i:32 * i + 32] for i in keep),
+                s_pks=b"".join(msg.raw("s_pks")[32 * i:32 * i + 32] for i in keep),
+                sigs=b"".join(msg.raw("sigs")[64 * i:64 * i + 64] for i in keep))
+    with pytest.raises(InconsistentServerError, match="committed nonces determine"):
+        r.clients[0].step(cut, None)
     # ...and a U1 list shrunk for this client only changes what it signs: its neighbours'
     # signatures of the survivor list then fail to verify for it (the same check as above)
 

@@ -159,3 +159,22 @@ def test_summary_names_every_parameter() -> None:
     text = find_params(1000).summary()
     for part in ("k=162", "t=100", "n=1000", "γ=0.333", "δ=0.2", "semi-honest"):
         assert part in text
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(16, 40), half=st.integers(2, 5), delta=st.floats(0.05, 0.4),
+       t=st.integers(1, 6), seed=st.integers(0, 2**31))
+def test_abort_tail_matches_monte_carlo_over_real_graphs(n: int, half: int, delta: float, t: int,
+                                                          seed: int) -> None:
+    """E[#clients with < t surviving neighbours] over privfl's Harary graphs = n·Pr[Y < t]."""
+    k = 2 * half
+    dropped = math.floor(delta * n)
+    rng = np.random.default_rng(seed)
+    exact = n * float(np.exp(hypergeom_log_pmf(n, n - dropped, k))[:t].sum())
+    trials, counts = 400, []
+    for _ in range(trials):
+        graph = harary_graph(list(range(n)), k)
+        gone = set(rng.choice(n, size=dropped, replace=False).tolist())
+        counts.append(sum(k - len(gone & set(graph[c])) < t for c in range(n)))
+    mean, sd = float(np.mean(counts)), float(np.std(counts)) + 1e-9
+    assert abs(mean - exact) <= 5 * sd / math.sqrt(trials) + 1e-6, (mean, exact)
