@@ -954,7 +954,8 @@ class _Server:
                 "pair_seeds": _id_array(pairs)}
             if self.cfg.malicious:
                 signers = [v for v in sorted(self.cons_sigs) if v in self.peers[u]]
-                self._need_neighbours(u, len(signers), "signed the survivor list")
+                # the client counts its own signature of the list too
+                self._need_neighbours(u, len(signers) + 1, "signed the survivor list (with it)")
                 values["signers"] = _id_array(signers)
                 values["sigs"] = b"".join(self.cons_sigs[v] for v in signers)
             self.requested[u] = (survivors, dropped, pairs)
