@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from privfl.errors import PrivflError
+from privfl.errors import ConfigurationError, PrivflError
 from privfl.experiment import RunConfig, run_experiment
 
 __all__ = ["main"]
@@ -210,10 +211,34 @@ def _bench(args: dict[str, Any]) -> int:
     return 1 if run.failed else 0
 
 
+def _check_out(out: str) -> None:
+    """Refuse an unusable ``--out`` before anything starts (one line, not a traceback)."""
+    path = Path(out)
+    try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(20, "it is a file, not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".privfl-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot use --out {out!r}: {exc.strerror or exc}. Tip: give a writable "
+            "directory (it is created if missing).") from exc
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (not the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}. `{self.prog} --help` lists the "
+                     "options.\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``privfl`` console script; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="privfl", description="Privacy-preserving federated "
-                                     "learning: FedAvg with DP, CKKS and secure aggregation.")
+    parser = _Parser(prog="privfl", description="Privacy-preserving federated "
+                     "learning: FedAvg with DP, CKKS and secure aggregation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     _run_parser(sub)
@@ -250,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = RunConfig.from_toml(config_path, overrides=args)
         else:
             cfg = RunConfig.from_mapping(args)
+        _check_out(cfg.out)
         result = _progress_run(cfg, quiet)
     except PrivflError as exc:
         print(f"privfl: error: {exc}", file=sys.stderr)

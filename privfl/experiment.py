@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import difflib
 import enum
 import json
 import tomllib
@@ -163,6 +164,7 @@ class RunConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
+        self._check_types()
         require_int("clients", self.clients, minimum=1)
         require_int("hidden", self.hidden, minimum=1)
         require_positive("alpha", self.alpha)
@@ -231,6 +233,13 @@ class RunConfig:
                 "`epsilon`/`noise_multiplier` were given but `dp` is 'off'. Tip: add "
                 "`--dp local|central|adaptive`.")
 
+    def _check_types(self) -> None:
+        """Every field has its declared type: a string "false" is not a boolean."""
+        for f in dataclasses.fields(self):
+            default = f.default
+            if not isinstance(default, enum.Enum):  # (frozen: an int for a float is widened)
+                object.__setattr__(self, f.name, _typed(f.name, default, getattr(self, f.name)))
+
     @property
     def client_level_dp(self) -> bool:
         """Whether the DP mode protects whole clients (central, adaptive, distributed)."""
@@ -251,8 +260,10 @@ class RunConfig:
         for raw_key, value in values.items():
             key = raw_key.replace("-", "_")
             if key not in fields:
-                raise ConfigurationError(
-                    f"unknown option `{raw_key}`. Known: {', '.join(sorted(fields))}.")
+                close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+                tip = (f" Did you mean `{close[0]}`?" if close
+                       else " `privfl run --help` lists every option.")
+                raise ConfigurationError(f"unknown option `{raw_key}`.{tip}")
             default = fields[key].default
             if isinstance(default, enum.Enum):
                 try:
@@ -261,9 +272,8 @@ class RunConfig:
                     allowed = ", ".join(m.value for m in type(default))
                     raise ConfigurationError(
                         f"`{key}` must be one of {allowed}. Found {value!r}.") from exc
-            elif isinstance(default, float) and isinstance(value, int) and not isinstance(
-                    value, bool):
-                value = float(value)
+            else:
+                value = _typed(key, default, value)
             kwargs[key] = value
         return cls(**kwargs)
 
@@ -290,6 +300,29 @@ class RunConfig:
         for k, v in self.to_plain().items():
             lines.append(f"{k} = {json.dumps(v)}")
         return "\n".join(lines) + "\n"
+
+
+def _typed(key: str, default: Any, value: Any) -> Any:
+    """``value`` as the type of ``default`` (an int for a float), or a ConfigurationError."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigurationError(
+                f"`{key}` must be true or false. Found {value!r} ({type(value).__name__}).")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigurationError(
+                f"`{key}` must be a number. Found {value!r} ({type(value).__name__}).")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(
+                f"`{key}` must be an integer. Found {value!r} ({type(value).__name__}).")
+        return value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigurationError(
+            f"`{key}` must be a string. Found {value!r} ({type(value).__name__}).")
+    return value
 
 
 @dataclass(frozen=True)
@@ -444,8 +477,13 @@ def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = N
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(cfg.out) / (cfg.name or f"{stamp}-{cfg.dataset.value}-{cfg.secure.value}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(cfg.to_toml())
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(cfg.to_toml())
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}. Tip: "
+            "`--out` must be a writable directory (it is created if missing).") from exc
 
     def round_done(record: Any) -> None:
         if plan is not None:

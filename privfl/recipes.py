@@ -12,7 +12,6 @@ to the target, checked before each round), and :meth:`DPPlan.report`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,7 +50,7 @@ class DPPlan:
             notes.append(f"The run stopped early: {history.stopped_early}")
         if self.ledger is None:
             notes.insert(0, "No differential privacy was applied.")
-            return PrivacyReport(delta=math.nan, accountant="none", units=[],
+            return PrivacyReport(delta=None, accountant="none", units=[],
                                  trust_assumptions=[_trust_dict(trust)], notes=notes)
         withheld = list(history.withheld) if history is not None else []
         from privfl.core.stages import expand

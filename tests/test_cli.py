@@ -52,7 +52,63 @@ def test_unknown_toml_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     conf = tmp_path / "c.toml"
     conf.write_text("roundz = 3\n")
     assert main(["run", "--config", str(conf), "--quiet"]) == 2
-    assert "unknown option `roundz`" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown option `roundz`. Did you mean `rounds`?" in err
+    assert "secure_randomness" not in err  # the closest key, not all 40 of them
+    conf.write_text("zzzz = 3\n")
+    assert main(["run", "--config", str(conf), "--quiet"]) == 2
+    assert "`privfl run --help` lists every option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('secure_randomness = "false"', "`secure_randomness` must be true or false. Found 'false'"),
+    ('synthetic_iid = "yes"', "`synthetic_iid` must be true or false. Found 'yes'"),
+    ("audit = 1", "`audit` must be true or false. Found 1 (int)"),
+    ('rounds = "3"', "`rounds` must be an integer. Found '3'"),
+    ("rounds = 2.5", "`rounds` must be an integer. Found 2.5"),
+    ("rounds = true", "`rounds` must be an integer. Found True"),
+    ('lr = "0.1"', "`lr` must be a number. Found '0.1'"),
+    ("name = 5", "`name` must be a string. Found 5"),
+])
+def test_toml_values_are_type_checked(line: str, message: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A string "false" must never turn a boolean on; nothing is written back as a string."""
+    conf = tmp_path / "c.toml"
+    conf.write_text(line + "\n")
+    assert main(["run", "--config", str(conf), "--out", str(tmp_path), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.glob("*/config.toml"))  # nothing ran
+
+
+def test_direct_construction_is_type_checked_too() -> None:
+    from privfl.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="must be true or false"):
+        RunConfig(secure_randomness="false")  # type: ignore[arg-type]
+    assert RunConfig(lr=1).lr == 1.0 and isinstance(RunConfig(lr=1).lr, float)
+
+
+def test_a_bad_flag_value_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--rounds", "abc"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid int value: 'abc'" in err[0] and "--help" in err[0]
+
+
+@pytest.mark.parametrize("where", ["proc", "file"])
+def test_an_unusable_out_is_one_line(where: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    if where == "file":
+        out = tmp_path / "afile"
+        out.write_text("x")
+    else:
+        out = Path("/proc/nope")
+    assert main(["run", "--out", str(out), "--rounds", "1"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and f"cannot use --out '{out}'" in lines[0]
+    assert "Traceback" not in captured.err and "round" not in captured.out
 
 
 def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,3 +227,30 @@ def test_distributed_dp_cli(secure: str, tmp_path: Path,
     assert main(["run", "--dp", "distributed", "--epsilon", "8", "--quiet",
                  "--out", str(tmp_path)]) == 2
     assert "ring secure sum" in capsys.readouterr().err
+
+
+def _strict(text: str) -> object:
+    """Parse as a strict JSON parser does (JavaScript's JSON.parse rejects NaN and Infinity)."""
+    def refuse(token: str) -> object:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_of_a_run_is_strict_json_and_no_dp_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--out", str(tmp_path), "--name", "nodp", "--rounds", "1",
+                 "--quiet"]) == 0
+    run = tmp_path / "nodp"
+    report = _strict((run / "privacy_report.json").read_text())
+    assert isinstance(report, dict) and report["delta"] is None and report["units"] == []
+    _strict((run / "history.json").read_text())
+    md = (run / "privacy_report.md").read_text()
+    assert "No differential privacy" in md and "nan" not in md.lower()
+    assert main(["report", str(run)]) == 0
+    assert "No differential privacy" in capsys.readouterr().out
+    # a DP run whose training losses are withheld (NaN in memory) and an audited run
+    assert main(["audit", "--out", str(tmp_path), "--name", "dp", "--rounds", "2", "--quiet",
+                 "--dp", "local", "--epsilon", "4", "--canaries", "16"]) == 0
+    for name in ("privacy_report.json", "history.json", "audit.json"):
+        _strict((tmp_path / "dp" / name).read_text())

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from privfl._json import dumps
 from privfl.accounting.accountant import PLD_INTERVAL, Accountant
 from privfl.accounting.calibrate import COARSE_PLD_INTERVAL
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit, UnitKind
@@ -186,7 +187,8 @@ class AuditFinding:
 class PrivacyReport:
     """Everything a run can claim about privacy."""
 
-    delta: float
+    delta: float | None
+    """δ of the ε values; ``None`` when no DP mechanism ran."""
     accountant: str
     units: list[UnitReport]
     trust_assumptions: list[dict[str, str]] = field(default_factory=list)
@@ -255,8 +257,8 @@ class PrivacyReport:
         return dataclasses.replace(self, audits=[*self.audits, *findings])
 
     def to_json(self) -> str:
-        """Indented JSON."""
-        return json.dumps(self.to_dict(), indent=2)
+        """Indented JSON with no NaN or Infinity tokens (a missing δ is ``null``)."""
+        return dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PrivacyReport:
@@ -286,9 +288,10 @@ class PrivacyReport:
         """A human-readable report."""
         lines = ["# Privacy report", ""]
         other = "RDP" if self.accountant == "PLD" else "PLD (where it applies)"
-        lines += [f"ε is reported at δ = {self.delta:g}, certified by the **{self.accountant}** "
-                  f"accountant (dp-accounting), with {other} alongside. Both are upper bounds.",
-                  ""]
+        if self.delta is not None:
+            lines += [f"ε is reported at δ = {self.delta:g}, certified by the "
+                      f"**{self.accountant}** accountant (dp-accounting), with {other} "
+                      "alongside. Both are upper bounds.", ""]
         if not self.units:
             lines += ["**No differential privacy**: no mechanism released a DP event. The model "
                       "and the updates carry no formal privacy guarantee.", ""]
@@ -384,7 +387,7 @@ class PrivacyReport:
                         ms=4)
             if u.budget_epsilon is not None:
                 ax.axhline(u.budget_epsilon, ls="--", color="grey", lw=1)
-        ax.set(xlabel="round", ylabel=f"ε at δ={self.delta:g}",
+        ax.set(xlabel="round", ylabel=f"ε at δ={self.delta or 0:g}",
                title="Privacy spent (lines: RDP, dots: PLD)")
         ax.grid(alpha=0.3)
         if len(self.units) <= 12 and self.units:

@@ -24,7 +24,6 @@ models — never a client's update or the server's internal state.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from privfl._json import dumps
 from privfl.accounting.report import AuditFinding, FindingKind, PrivacyReport
 from privfl.audit.canaries import CLIPPED_SCALE, CanaryClients, CanaryClientUpdate, CanaryExamples
 from privfl.audit.estimate import CanaryEstimate, ThreatModel, canary_estimate
@@ -127,7 +127,7 @@ class AuditResult:
 
     def save(self, path: str | Path) -> None:
         """Write ``audit.json``."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        Path(path).write_text(dumps(self.to_dict(), indent=1))
 
 
 class AuditPlan:

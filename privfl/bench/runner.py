@@ -69,7 +69,7 @@ def to_jsonable(x: Any) -> Any:
 def _write(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(to_jsonable(payload), indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=1, sort_keys=True, allow_nan=False))
     tmp.replace(path)
 
 

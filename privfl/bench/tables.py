@@ -466,7 +466,8 @@ def write_tables(suite: Suite, directory: Path, records: list[dict[str, Any]]) -
     summary = directory / "summary.json"
     from privfl.bench.runner import to_jsonable
 
-    summary.write_text(json.dumps(to_jsonable(agg), indent=1, sort_keys=True))
+    summary.write_text(json.dumps(to_jsonable(agg), indent=1, sort_keys=True,
+                                  allow_nan=False))
     files.append(summary)
     for fn, name in ((_plot_accuracy, "accuracy_vs_epsilon.png"),
                      (_plot_audit, "audit_vs_epsilon.png")):

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from privfl._json import dumps
+
 __all__ = ["History", "RoundRecord"]
 
 
@@ -90,7 +92,7 @@ class History:
 
     def save(self, path: str | Path) -> None:
         """Write ``history.json``."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        Path(path).write_text(dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> History:
