@@ -79,6 +79,9 @@ _HELP: dict[str, str] = {
     "execution": "where simulated clients train: sequential (this process), processes (one "
                  "worker process per core), ray (Ray actors), auto (ray if installed)",
     "workers": "worker processes or Ray actors for parallel execution (0 = one per core)",
+    "threads": "torch intra-op threads while training (0 = 1: privfl's small models run "
+               "fastest on one thread, and a busy core does not stall every step; run clients "
+               "side by side with --execution instead)",
     "audit": "plant canaries and audit the run empirically (privfl audit turns this on): "
              "a canary estimate, a one-run lower bound and a membership attack beside the "
              "accountant's epsilon",

@@ -254,3 +254,19 @@ def test_every_json_of_a_run_is_strict_json_and_no_dp_says_so(
                  "--dp", "local", "--epsilon", "4", "--canaries", "16"]) == 0
     for name in ("privacy_report.json", "history.json", "audit.json"):
         _strict((tmp_path / "dp" / name).read_text())
+
+
+def test_a_run_sets_torch_threads_and_restores_them(tmp_path: Path) -> None:
+    import torch
+
+    from privfl.experiment import DEFAULT_THREADS, run_experiment
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    for threads in (0, 2):
+        cfg = RunConfig(rounds=1, threads=threads, out=str(tmp_path), name=f"t{threads}")
+        run_experiment(cfg, on_round=lambda _r: seen.append(torch.get_num_threads()),
+                       plots=False)
+        assert torch.get_num_threads() == before
+    assert seen == [DEFAULT_THREADS, 2]
+    assert main(["run", "--threads", "-1", "--quiet", "--out", str(tmp_path)]) == 2

@@ -42,3 +42,16 @@ def test_error_hierarchy() -> None:
         assert issubclass(getattr(errors, name), errors.PrivflError)
     assert issubclass(errors.ConfigurationError, ValueError)
     assert issubclass(errors.NonFiniteUpdateError, errors.ClientRefusedError)
+
+
+def test_license_file_and_metadata_agree() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"  # an SPDX expression, not the deprecated table
+    assert project["license-files"] == ["LICENSE"]
