@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -120,6 +121,9 @@ def _run_parser(sub: Any, name: str = "run") -> argparse.ArgumentParser:
                    help="TOML file with any of the options below (keys as the flag names)")
     p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                   help="replace an earlier run of the same --name (its files are removed "
+                        "first); without it a taken name is refused")
     for f in fields(RunConfig):
         if name == "audit" and f.name == "audit":
             continue
@@ -139,9 +143,9 @@ def _run_parser(sub: Any, name: str = "run") -> argparse.ArgumentParser:
     return p
 
 
-def _progress_run(cfg: RunConfig, quiet: bool) -> Any:
+def _progress_run(cfg: RunConfig, quiet: bool, overwrite: bool = False) -> Any:
     if quiet:
-        return run_experiment(cfg)
+        return run_experiment(cfg, overwrite=overwrite)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
@@ -152,7 +156,7 @@ def _progress_run(cfg: RunConfig, quiet: bool) -> Any:
             acc = rec.test_accuracy
             bar.update(task, advance=1, description=f"accuracy {acc:.3f}" if acc == acc else "")
 
-        result = run_experiment(cfg, on_round=on_round)
+        result = run_experiment(cfg, on_round=on_round, overwrite=overwrite)
         bar.update(task, completed=cfg.rounds)
     return result
 
@@ -161,6 +165,17 @@ def _report(run_dir: Path, *, as_json: bool) -> int:
     from privfl.accounting.report import PrivacyReport
 
     path = run_dir / "privacy_report.json"
+    status = run_dir / "status.json"
+    if not path.is_file() and status.is_file():
+        try:
+            raw = json.loads(status.read_text())
+            state, reason = str(raw["status"]), str(raw.get("reason", ""))
+        except (ValueError, KeyError, TypeError):
+            state, reason = "unreadable", ""
+        print(f"privfl: error: the run in {run_dir} is {state}"
+              + (f" ({reason})" if reason else "") + ": it wrote no privacy report",
+              file=sys.stderr)
+        return 2
     if not path.is_file():
         print(f"privfl: error: {path} does not exist (is {run_dir} a run directory?)",
               file=sys.stderr)
@@ -272,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "audit":
         args["audit"] = True
     quiet = bool(args.pop("quiet", False))
+    overwrite = bool(args.pop("overwrite", False))
     try:
         config_path = args.pop("config", None)
         if config_path is not None:
@@ -279,10 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cfg = RunConfig.from_mapping(args)
         _check_out(cfg.out)
-        result = _progress_run(cfg, quiet)
+        result = _progress_run(cfg, quiet, overwrite)
     except PrivflError as exc:
         print(f"privfl: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("privfl: interrupted; the run directory's status.json says so (no checkpoint "
+              "to resume from yet)", file=sys.stderr)
+        return 130
     h = result.history
     print(f"final test accuracy {h.final_accuracy:.4f} after {len(h.rounds)} rounds")
     for u in result.report.units if result.report else []:

@@ -13,6 +13,7 @@ import datetime as _dt
 import difflib
 import enum
 import json
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from privfl.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_THREADS",
+    "RUN_FILES",
     "DPMode",
     "DatasetName",
     "ModelChoice",
     "RunConfig",
     "RunResult",
+    "RunStatus",
     "SamplingName",
     "SecureName",
     "ServerOptName",
@@ -467,13 +470,68 @@ from running clients side by side instead (``--execution processes`` or ``ray``)
 """
 
 
+RUN_FILES = ("status.json", "config.toml", "history.json", "plot.png", "audit.json",
+             "privacy_report.json", "privacy_report.md", "privacy_epsilon.png")
+"""Everything a run directory can hold (``status.json`` says how far the run got)."""
+
+
+class RunStatus(enum.Enum):
+    """How far a run got, recorded in its directory's ``status.json``."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+def _write_status(run_dir: Path, status: RunStatus, reason: str = "") -> None:
+    """Atomically record ``status`` (and why, for failures) in ``run_dir/status.json``."""
+    tmp = run_dir / f".status.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({"status": status.value, "reason": reason,
+                               "time": _dt.datetime.now().isoformat(timespec="seconds")}))
+    tmp.replace(run_dir / "status.json")
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Create ``run_dir``, refusing one that holds anything unless ``overwrite`` (then cleared).
+
+    Only a privfl run directory is cleared (it has a ``status.json`` or ``config.toml``, and
+    nothing but run files): ``--overwrite`` never deletes someone else's files.
+    """
+    try:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            if not overwrite:
+                raise ConfigurationError(
+                    f"run directory {str(run_dir)!r} already exists. Tip: choose another "
+                    "--name, or pass --overwrite to replace that run.")
+            entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+            foreign = [e.name for e in entries if e.name not in RUN_FILES or e.is_dir()]
+            if not run_dir.is_dir() or foreign or not {e.name for e in entries} & {
+                    "status.json", "config.toml"}:
+                raise ConfigurationError(
+                    f"--overwrite refuses to clear {str(run_dir)!r}: it is not a privfl run "
+                    f"directory (it holds {sorted(foreign)[:5] or 'no run files'}).")
+            for e in entries:
+                e.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}. Tip: "
+            "`--out` must be a writable directory (it is created if missing).") from exc
+
+
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,
-                   run_dir: Path | None = None, plots: bool = True) -> RunResult:
+                   run_dir: Path | None = None, plots: bool = True,
+                   overwrite: bool = False) -> RunResult:
     """Train as configured and write the run directory; returns it with the history.
 
     ``plots=False`` skips the PNGs (benchmark cells run many of these). Torch's intra-op
     threads are set to ``cfg.threads`` (:data:`DEFAULT_THREADS` when 0) for the run and
     restored afterwards.
+
+    The run directory must not exist yet or be empty; ``overwrite=True`` clears an earlier
+    run there first, so that every file in it belongs to this run. ``status.json`` records
+    ``running``, then ``finished``, ``interrupted`` (Ctrl-C) or ``failed`` with the reason.
 
     With ``cfg.audit`` the run plants canaries first (:class:`~privfl.audit.plan.AuditPlan`),
     and the privacy report carries the audit's findings beside the accountant's ε; the raw
@@ -484,34 +542,44 @@ def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = N
     before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or DEFAULT_THREADS)
     try:
-        return _run_experiment(cfg, on_round=on_round, run_dir=run_dir, plots=plots)
+        return _run_experiment(cfg, on_round=on_round, run_dir=run_dir, plots=plots,
+                               overwrite=overwrite)
     finally:
         torch.set_num_threads(before)
 
 
 def _run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None,
-                    run_dir: Path | None, plots: bool) -> RunResult:
-    from privfl.plotting import plot_history
-
-    plan = None
-    if cfg.audit:
-        from privfl.audit.plan import AuditPlan
-
-        plan = AuditPlan(cfg, build_data, build_model)
-        driver, dp = build_run(cfg, plan.data, plan.model, plan.wrap)
-        plan.start(driver.params)
-    else:
-        driver, dp = build_run(cfg)
+                    run_dir: Path | None, plots: bool, overwrite: bool) -> RunResult:
     if run_dir is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(cfg.out) / (cfg.name or f"{stamp}-{cfg.dataset.value}-{cfg.secure.value}")
+    _prepare_run_dir(run_dir, overwrite)
+    _write_status(run_dir, RunStatus.RUNNING)
+    (run_dir / "config.toml").write_text(cfg.to_toml())
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(cfg.to_toml())
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot write the run directory {str(run_dir)!r}: {exc.strerror or exc}. Tip: "
-            "`--out` must be a writable directory (it is created if missing).") from exc
+        plan = None
+        if cfg.audit:
+            from privfl.audit.plan import AuditPlan
+
+            plan = AuditPlan(cfg, build_data, build_model)
+            driver, dp = build_run(cfg, plan.data, plan.model, plan.wrap)
+            plan.start(driver.params)
+        else:
+            driver, dp = build_run(cfg)
+        result = _train_and_write(cfg, driver, dp, plan, run_dir, on_round, plots)
+    except KeyboardInterrupt:
+        _write_status(run_dir, RunStatus.INTERRUPTED, "interrupted (Ctrl-C) before the end")
+        raise
+    except BaseException as exc:
+        _write_status(run_dir, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    _write_status(run_dir, RunStatus.FINISHED)
+    return result
+
+
+def _train_and_write(cfg: RunConfig, driver: Any, dp: Any, plan: Any, run_dir: Path,
+                     on_round: Callable[[Any], None] | None, plots: bool) -> RunResult:
+    from privfl.plotting import plot_history
 
     def round_done(record: Any) -> None:
         if plan is not None:

@@ -270,3 +270,52 @@ def test_a_run_sets_torch_threads_and_restores_them(tmp_path: Path) -> None:
         assert torch.get_num_threads() == before
     assert seen == [DEFAULT_THREADS, 2]
     assert main(["run", "--threads", "-1", "--quiet", "--out", str(tmp_path)]) == 2
+
+
+def test_a_taken_name_is_refused_and_overwrite_leaves_only_this_runs_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["run", "--out", str(tmp_path), "--name", "x", "--rounds", "1", "--quiet"]
+    assert main([*base, "--dp", "local", "--epsilon", "8"]) == 0
+    run = tmp_path / "x"
+    assert (run / "privacy_epsilon.png").exists()
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    capsys.readouterr()
+    assert main(base) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run / "privacy_epsilon.png").exists()  # the earlier run is untouched
+    assert main([*base, "--overwrite"]) == 0
+    assert not (run / "privacy_epsilon.png").exists()  # no stale file beside the new report
+    assert "No differential privacy" in (run / "privacy_report.md").read_text()
+    other = tmp_path / "notarun"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me")
+    assert main(["run", "--out", str(tmp_path), "--name", "notarun", "--rounds", "1",
+                 "--quiet", "--overwrite"]) == 2
+    assert "not a privfl run directory" in capsys.readouterr().err
+    assert (other / "thesis.tex").exists()
+
+
+@pytest.mark.parametrize(("raised", "status", "code"), [
+    (KeyboardInterrupt(), "interrupted", 130), (RuntimeError("boom"), "failed", None)])
+def test_the_run_directory_records_an_interrupted_or_failed_run(
+        raised: BaseException, status: str, code: int | None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import privfl.experiment as experiment
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(experiment, "_train_and_write", explode)
+    argv = ["run", "--out", str(tmp_path), "--name", "r", "--rounds", "1", "--quiet"]
+    if code is None:
+        with pytest.raises(RuntimeError, match="boom"):
+            main(argv)
+    else:
+        assert main(argv) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "interrupted" in err[0]
+    recorded = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert recorded["status"] == status
+    assert code is not None or recorded["reason"] == "RuntimeError: boom"
+    assert main(["report", str(tmp_path / "r")]) == 2
+    assert f"is {status}" in capsys.readouterr().err
