@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from privfl._json import dumps
+from privfl._json import dumps, finite
 from privfl.accounting.accountant import PLD_INTERVAL, Accountant
 from privfl.accounting.calibrate import COARSE_PLD_INTERVAL
 from privfl.accounting.ledger import PrivacyLedger, PrivacyUnit, UnitKind
@@ -29,21 +29,8 @@ __all__ = ["AuditFinding", "FindingKind", "PrivacyReport", "Scope", "UnitReport"
 _MAX_PLD_POINTS = 8
 
 
-def _clean(x: Any) -> Any:
-    """JSON-compatible copy: ∞ as "inf", enums as their values."""
-    if isinstance(x, float) and math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, enum.Enum):
-        return x.value
-    return x
-
-
 def _unclean(x: Any) -> Any:
-    """Inverse of :func:`_clean` for numbers."""
+    """Inverse of :func:`privfl._json.finite` for numbers."""
     if x == "inf":
         return math.inf
     if x == "-inf":
@@ -160,7 +147,7 @@ class AuditFinding:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict."""
-        out: dict[str, Any] = _clean(asdict(self))
+        out: dict[str, Any] = finite(asdict(self))
         return out
 
     @classmethod
@@ -249,7 +236,7 @@ class PrivacyReport:
     # --- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (∞ becomes the string "inf")."""
-        out: dict[str, Any] = _clean(asdict(self))
+        out: dict[str, Any] = finite(asdict(self))
         return out
 
     def with_audits(self, findings: Sequence[AuditFinding]) -> PrivacyReport:
