@@ -12,6 +12,7 @@ import enum
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -23,6 +24,9 @@ from privfl.experiment import RunConfig, run_experiment
 __all__ = ["main"]
 
 _HELP: dict[str, str] = {
+    "preset": "a starting point for the other options (explicit ones win): cross-device is "
+              "2,000 Synthetic-IID clients, 10%% per round, logistic regression, 15 rounds, "
+              "where client-level DP (--dp central/adaptive/distributed) reaches useful accuracy",
     "dataset": "embedded data set: scikit-learn's bundled digits, or generated Synthetic(a, b)",
     "model": "model: mlp/cnn for digits, logreg for synthetic; auto picks by data set",
     "hidden": "hidden units of the MLP (--model mlp)",
@@ -124,6 +128,11 @@ def _run_parser(sub: Any, name: str = "run") -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
                    help="replace an earlier run of the same --name (its files are removed "
                         "first); without it a taken name is refused")
+    if name == "run":
+        p.add_argument("--resume", type=Path, default=argparse.SUPPRESS, metavar="RUN_DIR",
+                       help="continue an interrupted run from its checkpoint to its planned "
+                            "rounds, with the configuration in RUN_DIR/config.toml (only "
+                            "--threads and --quiet may be given with it)")
     for f in fields(RunConfig):
         if name == "audit" and f.name == "audit":
             continue
@@ -143,9 +152,13 @@ def _run_parser(sub: Any, name: str = "run") -> argparse.ArgumentParser:
     return p
 
 
-def _progress_run(cfg: RunConfig, quiet: bool, overwrite: bool = False) -> Any:
+def _progress_run(cfg: RunConfig, quiet: bool, overwrite: bool = False,
+                  resume: Path | None = None) -> Any:
+    kw: dict[str, Any] = {"overwrite": overwrite}
+    if resume is not None:
+        kw.update(resume=True, run_dir=resume)
     if quiet:
-        return run_experiment(cfg, overwrite=overwrite)
+        return run_experiment(cfg, **kw)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
@@ -154,9 +167,10 @@ def _progress_run(cfg: RunConfig, quiet: bool, overwrite: bool = False) -> Any:
 
         def on_round(rec: Any) -> None:
             acc = rec.test_accuracy
-            bar.update(task, advance=1, description=f"accuracy {acc:.3f}" if acc == acc else "")
+            bar.update(task, completed=rec.round_id,
+                       description=f"accuracy {acc:.3f}" if acc == acc else "")
 
-        result = run_experiment(cfg, on_round=on_round, overwrite=overwrite)
+        result = run_experiment(cfg, on_round=on_round, **kw)
         bar.update(task, completed=cfg.rounds)
     return result
 
@@ -245,6 +259,27 @@ def _check_out(out: str) -> None:
             "directory (it is created if missing).") from exc
 
 
+def _resume_config(run_dir: Path, args: dict[str, Any], config_path: Any,
+                   overwrite: bool) -> RunConfig:
+    """The configuration of the run to resume (``--threads`` may change, nothing else)."""
+    others = sorted(k for k in args if k != "threads")
+    if others or config_path is not None or overwrite:
+        given = [f"--{k.replace('_', '-')}" for k in others]
+        given += ["--config"] * (config_path is not None) + ["--overwrite"] * overwrite
+        raise ConfigurationError(
+            f"--resume continues the run as configured in {run_dir}/config.toml; it takes only "
+            f"--threads and --quiet. Found {', '.join(given)}.")
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigurationError(f"{str(run_dir)!r} is not a privfl run directory (it has no "
+                                 "config.toml).")
+    return RunConfig.from_toml(run_dir / "config.toml", overrides=args)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any,
+                      **kwargs: Any) -> None:
+    print(f"privfl: warning: {message}", file=sys.stderr, flush=True)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (not the whole usage first)."""
 
@@ -288,17 +323,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         args["audit"] = True
     quiet = bool(args.pop("quiet", False))
     overwrite = bool(args.pop("overwrite", False))
+    resume: Path | None = args.pop("resume", None)
+    from privfl.resume import RunInterrupted
+
     try:
         config_path = args.pop("config", None)
-        if config_path is not None:
+        if resume is not None:
+            cfg = _resume_config(resume, args, config_path, overwrite)
+        elif config_path is not None:
             cfg = RunConfig.from_toml(config_path, overrides=args)
         else:
             cfg = RunConfig.from_mapping(args)
-        _check_out(cfg.out)
-        result = _progress_run(cfg, quiet, overwrite)
+        if resume is None:
+            _check_out(cfg.out)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            result = _progress_run(cfg, quiet, overwrite, resume)
     except PrivflError as exc:
         print(f"privfl: error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        print(f"privfl: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("privfl: interrupted; the run directory's status.json says so (no checkpoint "
               "to resume from yet)", file=sys.stderr)

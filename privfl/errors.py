@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "BoundViolationError",
     "BudgetExceededError",
+    "CheckpointError",
     "ClientRefusedError",
     "ConfigurationError",
     "DataError",
@@ -26,11 +27,20 @@ __all__ = [
     "ProtocolViolationError",
     "ShapeMismatchError",
     "UnsupportedEventError",
+    "UtilityWarning",
 ]
 
 
 class PrivflError(Exception):
     """Root of every error raised deliberately by privfl."""
+
+
+class CheckpointError(PrivflError):
+    """A checkpoint cannot be written, or a file is not a valid privfl checkpoint of this run.
+
+    Raised before any value from the file is used (truncation, corruption, a foreign file, a
+    checkpoint of another configuration).
+    """
 
 
 class ConfigurationError(PrivflError, ValueError):
@@ -96,3 +106,10 @@ class DecryptionError(PrivflError):
 
 class UnsupportedEventError(PrivflError):
     """A privacy accountant cannot account for the given DP event."""
+
+
+class UtilityWarning(UserWarning):
+    """A run will work as configured but is unlikely to learn; said before it starts.
+
+    For example: client-level DP noise that outweighs any possible update.
+    """

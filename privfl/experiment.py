@@ -30,10 +30,12 @@ from privfl.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_THREADS",
+    "PRESETS",
     "RUN_FILES",
     "DPMode",
     "DatasetName",
     "ModelChoice",
+    "Preset",
     "RunConfig",
     "RunResult",
     "RunStatus",
@@ -44,6 +46,7 @@ __all__ = [
     "build_data",
     "build_model",
     "build_run",
+    "read_status",
     "run_experiment",
 ]
 
@@ -102,6 +105,26 @@ class DPMode(enum.Enum):
     DISTRIBUTED = "distributed"
 
 
+class Preset(enum.Enum):
+    """A named starting point for the other options (any option given explicitly wins)."""
+
+    NONE = "none"
+    CROSS_DEVICE = "cross-device"
+    """2,000 Synthetic-IID clients, Poisson sampling of 10% per round, logistic regression, 15
+    rounds, clip norm 1, lr 0.5, one local epoch of batch 10: the population of the DP tutorial,
+    where client-level DP (central, adaptive, distributed) reaches useful accuracy at ε = 4."""
+
+
+PRESETS: dict[Preset, dict[str, Any]] = {
+    Preset.NONE: {},
+    Preset.CROSS_DEVICE: {
+        "dataset": "synthetic", "synthetic_iid": True, "clients": 2000, "sampling": "poisson",
+        "sample_rate": 0.1, "rounds": 15, "clip_norm": 1.0, "lr": 0.5, "local_epochs": 1,
+        "batch_size": 10},
+}
+"""The options each preset sets (before the explicitly given ones)."""
+
+
 class SecureName(enum.Enum):
     """Secure-sum mechanisms available to the CLI."""
 
@@ -117,6 +140,7 @@ class SecureName(enum.Enum):
 class RunConfig:
     """Every option of ``privfl run``; see ``privfl run --help`` for each one's meaning."""
 
+    preset: Preset = Preset.NONE
     dataset: DatasetName = DatasetName.DIGITS
     model: ModelChoice = ModelChoice.AUTO
     hidden: int = 64
@@ -263,6 +287,15 @@ class RunConfig:
         """Build from plain values (TOML or CLI), converting enum fields from their strings."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
+        preset = {k.replace("-", "_"): v for k, v in values.items()}.get("preset")
+        if preset is not None:
+            try:
+                base = PRESETS[Preset(preset)]
+            except ValueError as exc:
+                allowed = ", ".join(m.value for m in Preset)
+                raise ConfigurationError(
+                    f"`preset` must be one of {allowed}. Found {preset!r}.") from exc
+            values = {**base, **{k.replace("-", "_"): v for k, v in values.items()}}
         for raw_key, value in values.items():
             key = raw_key.replace("-", "_")
             if key not in fields:
@@ -470,8 +503,8 @@ from running clients side by side instead (``--execution processes`` or ``ray``)
 """
 
 
-RUN_FILES = ("status.json", "config.toml", "history.json", "plot.png", "audit.json",
-             "privacy_report.json", "privacy_report.md", "privacy_epsilon.png")
+RUN_FILES = ("status.json", "config.toml", "checkpoint.ckpt", "history.json", "plot.png",
+             "audit.json", "privacy_report.json", "privacy_report.md", "privacy_epsilon.png")
 """Everything a run directory can hold (``status.json`` says how far the run got)."""
 
 
@@ -505,7 +538,8 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
                     f"run directory {str(run_dir)!r} already exists. Tip: choose another "
                     "--name, or pass --overwrite to replace that run.")
             entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
-            foreign = [e.name for e in entries if e.name not in RUN_FILES or e.is_dir()]
+            foreign = [e.name for e in entries if e.is_dir() or not (
+                e.name in RUN_FILES or any(e.name.startswith(f".{f}.tmp") for f in RUN_FILES))]
             if not run_dir.is_dir() or foreign or not {e.name for e in entries} & {
                     "status.json", "config.toml"}:
                 raise ConfigurationError(
@@ -522,7 +556,8 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 
 def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = None,
                    run_dir: Path | None = None, plots: bool = True,
-                   overwrite: bool = False) -> RunResult:
+                   overwrite: bool = False, resume: bool = False,
+                   checkpoints: bool = True) -> RunResult:
     """Train as configured and write the run directory; returns it with the history.
 
     ``plots=False`` skips the PNGs (benchmark cells run many of these). Torch's intra-op
@@ -532,6 +567,12 @@ def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = N
     The run directory must not exist yet or be empty; ``overwrite=True`` clears an earlier
     run there first, so that every file in it belongs to this run. ``status.json`` records
     ``running``, then ``finished``, ``interrupted`` (Ctrl-C) or ``failed`` with the reason.
+
+    After every round the run directory gets a checkpoint (``checkpoint.ckpt``, see
+    :mod:`privfl.resume`; ``checkpoints=False`` skips it). Ctrl-C lets the current round
+    finish, writes the history and privacy report so far and raises
+    :class:`~privfl.resume.RunInterrupted`; ``resume=True`` continues the run in ``run_dir``
+    (whose ``config.toml`` must be ``cfg``) to its planned rounds.
 
     With ``cfg.audit`` the run plants canaries first (:class:`~privfl.audit.plan.AuditPlan`),
     and the privacy report carries the audit's findings beside the accountant's ε; the raw
@@ -543,19 +584,66 @@ def run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None = N
     torch.set_num_threads(cfg.threads or DEFAULT_THREADS)
     try:
         return _run_experiment(cfg, on_round=on_round, run_dir=run_dir, plots=plots,
-                               overwrite=overwrite)
+                               overwrite=overwrite, resume=resume, checkpoints=checkpoints)
     finally:
         torch.set_num_threads(before)
 
 
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """``status.json`` of a run directory (``{}`` if it has none or it is unreadable)."""
+    try:
+        raw = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _check_resumable(cfg: RunConfig, run_dir: Path) -> None:
+    from privfl.resume import CHECKPOINT
+
+    status = read_status(run_dir).get("status")
+    if status == RunStatus.FINISHED.value:
+        raise ConfigurationError(f"the run in {str(run_dir)!r} has finished: there is nothing "
+                                 "to resume.")
+    if not (run_dir / CHECKPOINT).exists():
+        raise ConfigurationError(
+            f"{str(run_dir)!r} holds no checkpoint to resume from (status: "
+            f"{status or 'unknown'}; a run checkpoints after each completed round).")
+    try:
+        written = RunConfig.from_toml(run_dir / "config.toml")
+    except ConfigurationError:
+        written = None
+    if written is None or _identity(written) != _identity(cfg):
+        raise ConfigurationError(f"--resume continues the run as configured in "
+                                 f"{str(run_dir / 'config.toml')!r}; options other than "
+                                 "--threads cannot change.")
+
+
+def _identity(cfg: RunConfig) -> str:
+    """What a checkpoint must match: the configuration, less what cannot change results.
+
+    That is ``threads``: it may differ between the interrupted run and its resumption.
+    """
+    return dataclasses.replace(cfg, threads=0).to_toml()
+
+
 def _run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None,
-                    run_dir: Path | None, plots: bool, overwrite: bool) -> RunResult:
+                    run_dir: Path | None, plots: bool, overwrite: bool, resume: bool,
+                    checkpoints: bool) -> RunResult:
+    from privfl.resume import RunInterrupted
+
     if run_dir is None:
+        if resume:
+            raise ConfigurationError("resume needs the run directory.")
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(cfg.out) / (cfg.name or f"{stamp}-{cfg.dataset.value}-{cfg.secure.value}")
-    _prepare_run_dir(run_dir, overwrite)
+    if resume:
+        _check_resumable(cfg, run_dir)
+    else:
+        _prepare_run_dir(run_dir, overwrite)
     _write_status(run_dir, RunStatus.RUNNING)
-    (run_dir / "config.toml").write_text(cfg.to_toml())
+    if not resume:
+        (run_dir / "config.toml").write_text(cfg.to_toml())
     try:
         plan = None
         if cfg.audit:
@@ -566,7 +654,12 @@ def _run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None,
             plan.start(driver.params)
         else:
             driver, dp = build_run(cfg)
-        result = _train_and_write(cfg, driver, dp, plan, run_dir, on_round, plots)
+        _warn_if_noise_swamps(dp, driver)
+        result = _train_and_write(cfg, driver, dp, plan, run_dir, on_round, plots,
+                                  resume=resume, checkpoints=checkpoints)
+    except RunInterrupted as exc:
+        _write_status(run_dir, RunStatus.INTERRUPTED, str(exc))
+        raise
     except KeyboardInterrupt:
         _write_status(run_dir, RunStatus.INTERRUPTED, "interrupted (Ctrl-C) before the end")
         raise
@@ -577,17 +670,70 @@ def _run_experiment(cfg: RunConfig, *, on_round: Callable[[Any], None] | None,
     return result
 
 
+def _warn_if_noise_swamps(dp: Any, driver: Any) -> None:
+    """Say before training when client-level noise will outweigh any update.
+
+    See :meth:`~privfl.recipes.DPPlan.noise_warning`; the report keeps the warning too.
+    """
+    import warnings
+
+    from privfl.errors import UtilityWarning
+
+    message = dp.noise_warning(driver.config.sampler, driver.data.num_clients, driver.spec.dim)
+    if message is not None:
+        dp.notes.append(f"Warning (before the run): {message}")
+        warnings.warn(message, UtilityWarning, stacklevel=4)
+
+
 def _train_and_write(cfg: RunConfig, driver: Any, dp: Any, plan: Any, run_dir: Path,
-                     on_round: Callable[[Any], None] | None, plots: bool) -> RunResult:
-    from privfl.plotting import plot_history
+                     on_round: Callable[[Any], None] | None, plots: bool, *, resume: bool,
+                     checkpoints: bool) -> RunResult:
+    from privfl import resume as durable
+
+    digest = durable.config_digest(_identity(cfg))
+    history = None
+    if resume:
+        history, note = durable.restore(run_dir, driver, plan, digest)
+        if note is not None:
+            dp.notes.append(note)
+    last: dict[str, Any] | None = None
+    box: dict[str, Any] = {}
 
     def round_done(record: Any) -> None:
+        nonlocal last
         if plan is not None:
             plan.observe(driver.params)
+        if checkpoints:
+            last = durable.capture(driver, box["history"], plan, digest)
+            durable.write(run_dir, last)
         if on_round is not None:
             on_round(record)
 
-    history = driver.run(on_round=round_done)
+    if history is None:
+        history = driver.new_history()
+    box["history"] = history
+    if checkpoints and not resume:
+        last = durable.capture(driver, history, plan, digest)  # round 0: resumable from here
+        durable.write(run_dir, last)
+    with durable.GracefulInterrupt() as interrupt:
+        try:
+            driver.run(on_round=round_done, history=history, stop=lambda: interrupt.requested)
+        except KeyboardInterrupt:
+            resumable = checkpoints and durable.abandon(run_dir, last, driver)
+            _write_outputs(cfg, driver, dp, None, run_dir, history, plots)
+            raise durable.RunInterrupted(run_dir, len(history.rounds), cfg.rounds,
+                                         resumable) from None
+    if interrupt.requested and len(history.rounds) < cfg.rounds and not history.stopped_early:
+        _write_outputs(cfg, driver, dp, None, run_dir, history, plots)
+        raise durable.RunInterrupted(run_dir, len(history.rounds), cfg.rounds, checkpoints)
+    return _write_outputs(cfg, driver, dp, plan, run_dir, history, plots)
+
+
+def _write_outputs(cfg: RunConfig, driver: Any, dp: Any, plan: Any, run_dir: Path,
+                   history: Any, plots: bool) -> RunResult:
+    """History, plots, privacy report (and the audit, at the end of a run)."""
+    from privfl.plotting import plot_history
+
     history.save(run_dir / "history.json")
     if plots:
         plot_history(history, run_dir / "plot.png", title=f"privfl run: {run_dir.name}")

@@ -61,6 +61,43 @@ class DPPlan:
                                          notes=notes, scopes=scopes)
 
 
+    def noise_warning(self, sampler: ClientSampler, num_clients: int, dim: int) -> str | None:
+        """A warning if client-level noise will swamp the signal, before anything runs.
+
+        Each round the averaged update carries Gaussian noise of std σ·C / n̄ per coordinate
+        (n̄ expected clients per round), a noise vector of norm ≈ σ·C·√d / n̄, while the
+        average of clipped updates has norm at most C. The ratio σ·√d / n̄ is therefore a
+        lower bound on each round's noise-to-signal ratio; above 1 the noise outweighs the
+        largest possible update every round and training rarely beats chance. ``None`` for
+        example-level DP (local DP-SGD's noise is per step and per client) or no DP.
+        """
+        from privfl.core.stages import expand
+
+        z = clip = None
+        for st in [self.stages]:
+            if st is None:
+                continue
+            if hasattr(st, "clipping") and hasattr(st, "noise_multiplier"):
+                z = float(st.noise_multiplier)
+                clip = getattr(st.clipping, "clip_norm", None) or getattr(
+                    st.clipping, "initial_clip_norm", None)
+        if z is None or clip is None or not expand(self.stages):
+            return None
+        expected = sampler.inclusion_probability(num_clients) * num_clients
+        ratio = z * dim**0.5 / expected
+        if ratio <= 1.0:
+            return None
+        needed = z * dim**0.5
+        return (f"client-level DP noise will swamp the signal: noise multiplier {z:.3g} with "
+                f"{expected:g} expected clients per round puts noise of std "
+                f"{z * clip / expected:.3g} (sigma*C/n) on each of the {dim} coordinates of the "
+                "averaged update, a norm "
+                f"about {ratio:.3g}x the largest possible update (C = {clip:g}); expect accuracy "
+                f"near chance. Tip: client-level DP needs about {needed:,.0f} clients per round "
+                "for this model (sigma*sqrt(d)); try `--preset cross-device` (2,000 clients, "
+                "10% per round), a smaller model, a larger epsilon, or `--dp local`.")
+
+
 def _trust_dict(t: TrustAssumption) -> dict[str, str]:
     d = asdict(t)
     d["server_sees"] = t.server_sees.value

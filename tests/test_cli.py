@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from privfl.cli import main
+from privfl.errors import ConfigurationError
 from privfl.experiment import RunConfig, SamplingName
 
 
@@ -157,7 +158,8 @@ def test_dp_central_modes(tmp_path: Path, mode: str, capsys: pytest.CaptureFixtu
     (["--dp", "central", "--epsilon", "1", "--delta", "1.5"], "`delta` must be in (0.0, 1.0)"),
     (["--dp", "local", "--noise-multiplier", "-1"], "`noise_multiplier` must be >= 0.0"),
     (["--dp", "local", "--epsilon", "1", "--dp-sample-rate", "0"], "`dp_sample_rate`"),
-    (["--dp", "adaptive", "--epsilon", "0.5", "--rounds", "5"], "clipped_count_stddev"),
+    (["--dp", "adaptive", "--epsilon", "0.5", "--rounds", "5", "--clipped-count-stddev", "0.5"],
+     "`clipped_count_stddev` to "),
 ])
 def test_dp_bad_values(argv: list[str], message: str, tmp_path: Path,
                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -319,3 +321,62 @@ def test_the_run_directory_records_an_interrupted_or_failed_run(
     assert code is not None or recorded["reason"] == "RuntimeError: boom"
     assert main(["report", str(tmp_path / "r")]) == 2
     assert f"is {status}" in capsys.readouterr().err
+
+
+def test_client_level_dp_that_noise_swamps_is_announced_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's old one-liner (10 digits clients): one warning line before round 1."""
+    rc = main(["run", "--dp", "central", "--epsilon", "4", "--rounds", "2", "--out",
+               str(tmp_path), "--name", "swamped", "--quiet"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("privfl: warning:")]
+    assert "swamp" in line and "sigma*C/n" in line and "--preset cross-device" in line
+    report = json.loads((tmp_path / "swamped" / "privacy_report.json").read_text())
+    assert any("swamp" in n for n in report["notes"])
+
+
+def test_cross_device_preset_sets_defaults_that_explicit_options_override(
+        tmp_path: Path) -> None:
+    cfg = RunConfig.from_mapping({"preset": "cross-device", "dp": "central", "epsilon": 4.0,
+                                  "rounds": 3})
+    assert cfg.clients == 2000 and cfg.dataset.value == "synthetic" and cfg.synthetic_iid
+    assert cfg.sampling is SamplingName.POISSON and cfg.sample_rate == 0.1
+    assert cfg.rounds == 3  # explicit wins
+    again = RunConfig.from_toml(_write(tmp_path / "c.toml", cfg.to_toml()))
+    assert again == cfg  # config.toml reads back to the same run
+    with pytest.raises(ConfigurationError, match="`preset` must be one of"):
+        RunConfig.from_mapping({"preset": "huge"})
+
+
+def test_cross_device_preset_makes_client_level_dp_learn_without_a_warning(
+        tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    from privfl.errors import UtilityWarning
+    from privfl.experiment import run_experiment
+
+    cfg = RunConfig.from_mapping({"preset": "cross-device", "dp": "adaptive", "epsilon": 4.0,
+                                  "rounds": 6, "clients": 600, "sample_rate": 0.3})
+    result = run_experiment(cfg, run_dir=tmp_path / "x", plots=False)
+    assert not [w for w in recwarn if issubclass(w.category, UtilityWarning)]
+    assert result.history.final_accuracy > 0.4  # chance is 0.1 (measured 0.5+)
+    assert result.report.units[0].epsilon <= 4.0
+
+
+def test_adaptive_clipping_default_count_noise_works_for_a_small_cohort(tmp_path: Path) -> None:
+    """Seen: `--dp adaptive --epsilon 4` stopped with a tip naming no value; now it runs."""
+    from privfl.experiment import run_experiment
+
+    cfg = RunConfig.from_mapping({"dp": "adaptive", "epsilon": 4.0, "rounds": 2,
+                                  "hidden": 8})
+    with pytest.warns(Warning, match="swamp"):
+        result = run_experiment(cfg, run_dir=tmp_path / "a", plots=False)
+    assert len(result.history.rounds) == 2
+    (mech,) = result.report.units[0].mechanisms
+    z = mech["noise_multiplier"]
+    assert mech["adaptive_clip_noise_std"] == pytest.approx(1.2 * z)  # max(10/20, 1.2 z)
+    assert mech["update_noise_multiplier"] == pytest.approx(1.1 * z, rel=1e-4)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -313,3 +313,55 @@ class PrivacyLedger:
     def rounds(self, unit: PrivacyUnit) -> list[int]:
         """Distinct rounds in which ``unit`` was charged."""
         return sorted({e.round_id for e in self.entries(unit)})
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Every unit's entries as a state tree (see :mod:`privfl.core.checkpoint`).
+
+        The settings (δ, accountant, budgets) are not part of the state: they come from the
+        run's configuration, and :meth:`load_state_dict` restores entries into a ledger built
+        from it.
+        """
+        from privfl.accounting.events import event_to_json
+
+        return {"delta": self.delta, "accountant": self.accountant.value, "units": [
+            {"kind": u.kind.value, "client": u.client, "relation": u.relation.value,
+             "entries": [{"round_id": e.round_id, "mechanism": e.mechanism,
+                          "event": event_to_json(e.event), "params": dict(e.params)}
+                         for e in self._books[u].entries]}
+            for u in self.units]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the recorded entries with ``state``'s.
+
+        Budgets are not re-checked: these releases happened.
+
+        Raises:
+            CheckpointError: A malformed state, or one recorded at another δ or accountant
+                (a checkpoint of a different configuration).
+        """
+        from privfl.accounting.events import event_from_json
+        from privfl.core.checkpoint import require
+        from privfl.errors import CheckpointError
+
+        if require(state, "delta", float) != self.delta or \
+                require(state, "accountant", str) != self.accountant.value:
+            raise CheckpointError(
+                f"the checkpointed ledger was kept at delta={state.get('delta')} with "
+                f"{state.get('accountant')}; this run's ledger uses delta={self.delta} with "
+                f"{self.accountant.value}")
+        books: dict[PrivacyUnit, _UnitBook] = {}
+        try:
+            for u in require(state, "units", list):
+                unit = PrivacyUnit(UnitKind(u["kind"]), u["client"],
+                                   NeighboringRelation(u["relation"]))
+                book = books.setdefault(unit, _UnitBook())
+                for e in u["entries"]:
+                    event = event_from_json(e["event"])
+                    entry = LedgerEntry(require_int("round_id", e["round_id"], minimum=0),
+                                        str(e["mechanism"]), event, dict(e["params"]))
+                    book.entries.append(entry)
+                    book.counts[event] += 1
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"malformed ledger state: {exc!r}") from exc
+        self._books = books

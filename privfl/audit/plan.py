@@ -25,7 +25,7 @@ models — never a client's update or the server's internal state.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,23 @@ class AuditPlan:
         cos = self.client_canaries.cosines(params.astype(np.float64) - self._previous)
         self._max_cos = cos if self._max_cos is None else np.maximum(self._max_cos, cos)
         self._previous = np.array(params, copy=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """θ₀, the last observed θ and the running all-iterates statistic (for a checkpoint)."""
+        return {"initial": self._initial, "previous": self._previous, "max_cos": self._max_cos}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the canaries themselves are rebuilt from the seed)."""
+        from privfl.core.checkpoint import require_array
+
+        def opt(key: str, shape: tuple[int, ...], dtype: Any) -> Any:
+            return None if state.get(key) is None else require_array(state, key, shape, dtype)
+
+        d = (self.spec.dim,)
+        n = (self.client_canaries.count,) if self.client_canaries is not None else None
+        self._initial = opt("initial", d, np.float32)
+        self._previous = opt("previous", d, np.float32)
+        self._max_cos = None if n is None else opt("max_cos", n, np.float64)
 
     # --- after the run ------------------------------------------------------------------------
     def finish(self, params: npt.NDArray[np.float32], report: PrivacyReport) -> AuditResult:

@@ -38,7 +38,7 @@ def run_federated(cfg: Any) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="privfl-cell-") as d:
-        result = run_experiment(cfg, run_dir=Path(d) / "run", plots=False)
+        result = run_experiment(cfg, run_dir=Path(d) / "run", plots=False, checkpoints=False)
     h, report = result.history, result.report
     unit = "client" if cfg.client_level_dp else "example"
     eps, relation = _unit_epsilon(report, unit)

@@ -56,7 +56,11 @@ from privfl.core.stages import FederationInfo
 from privfl.core.transport import InMemoryTransport
 from privfl.core.weighting import Weighting, client_weights
 from privfl.data.dataset import FederatedDataset
-from privfl.errors import BudgetExceededError, ConfigurationError, ProtocolAbortError
+from privfl.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    ProtocolAbortError,
+)
 
 __all__ = ["Evaluator", "Execution", "FedAvg", "FedAvgConfig", "FederationInfo"]
 
@@ -148,6 +152,8 @@ class FedAvg:
         self.value_spec = self.server.configure(self.secure_sum)
         self.release_policy = self.server.policy
         self._clients: Any = None
+        self.abandoned: tuple[int, dict[str, Any] | None] | None = None
+        """Set when a round is interrupted: its id and the ledgers at that moment."""
 
     # --- the client side ---------------------------------------------------------------------
     def _factory(self, exported: bool) -> ClientFactory:
@@ -209,25 +215,113 @@ class FedAvg:
             return float("nan"), float("nan")
         return self.server.evaluate(params)
 
-    def run(self, *, on_round: Callable[[RoundRecord], None] | None = None) -> History:
-        """Run all rounds and return the :class:`History`.
+    # --- checkpoints ----------------------------------------------------------------------------
+    def ledgers(self) -> list[Any]:
+        """Every privacy ledger of the server side, each once, in a fixed order."""
+        found: list[Any] = []
+        for ledger in [self.server.example_ledger,
+                       *(getattr(s, "ledger", None) for s in self.server.chain.stages)]:
+            if ledger is not None and all(ledger is not f for f in found):
+                found.append(ledger)
+        return found
+
+    def state_dict(self, *, ledgers_only: bool = False) -> dict[str, Any]:
+        """The run's state between rounds, both roles' (see :mod:`privfl.core.checkpoint`).
+
+        ``server``: model, sampling generator, optimizer, stages; ``ledgers``: the server's
+        privacy ledgers; ``clients``: each client's last round and own ledger, collected from
+        wherever the client roles run; ``transport``: the dropout generator. No secret is
+        included. ``ledgers_only`` returns only ``ledgers`` and ``clients`` (what an abandoned
+        round may have charged).
+        """
+        pool = self.client_pool()
+        out: dict[str, Any] = {
+            "ledgers": [ledger.state_dict() for ledger in self.ledgers()],
+            "clients": {str(c): st for c, st in pool.client_states().items()}}
+        if not ledgers_only:
+            out["server"] = self.server.state_dict()
+            out["transport"] = self.transport.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a driver built from the same configuration.
+
+        Raises:
+            CheckpointError: The state does not belong to a run of this configuration.
+        """
+        from privfl.core.checkpoint import require
+        from privfl.errors import CheckpointError
+
+        ledgers = self.ledgers()
+        saved = require(state, "ledgers", list)
+        if len(saved) != len(ledgers):
+            raise CheckpointError(f"the checkpoint has {len(saved)} privacy ledgers; this run "
+                                  f"keeps {len(ledgers)}")
+        clients = require(state, "clients", dict)
+        try:
+            states = {int(k): v for k, v in clients.items()}
+        except ValueError as exc:
+            raise CheckpointError(f"bad client id in the checkpoint: {exc}") from exc
+        self.server.load_state_dict(require(state, "server", dict))
+        self.transport.load_state_dict(require(state, "transport", dict))
+        for ledger, st in zip(ledgers, saved, strict=True):
+            ledger.load_state_dict(st)
+        self.client_pool().load_client_states(states)
+
+    def new_history(self) -> History:
+        """An empty history with the initial model's test metrics."""
+        history = History(withheld=[w.reason for w in sorted(self.release_policy.withheld,
+                                                             key=lambda w: w.value)])
+        history.initial_loss, history.initial_accuracy = self._evaluate_params(self.params)
+        return history
+
+    def _charges_so_far(self) -> dict[str, Any] | None:
+        """The ledgers now, in the middle of an abandoned round (``None`` if unreachable).
+
+        Clients that trained before the interruption have charged their ledgers; a resumed
+        run must keep those charges. Worker processes or actors may be mid-exchange, so only
+        in-process clients are read.
+        """
+        if not isinstance(self._clients, SequentialClients):
+            return None
+        try:
+            return self.state_dict(ledgers_only=True)
+        except Exception:  # an interrupted round may have left anything behind
+            return None
+
+    def run(self, *, on_round: Callable[[RoundRecord], None] | None = None,
+            history: History | None = None, stop: Callable[[], bool] | None = None) -> History:
+        """Run the rounds and return the :class:`History`.
 
         A round whose secure sum aborts (too few survivors) leaves the model unchanged and is
         recorded with the reason; a :class:`~privfl.errors.BudgetExceededError` from a stage
         or a client budget stops the run cleanly, recorded in ``History.stopped_early``.
+
+        Args:
+            on_round: Called with each round's record once the round is complete.
+            history: The history of a resumed run (its state restored with
+                :meth:`load_state_dict`): rounds continue after its last one.
+            stop: Asked after each round; ``True`` ends the run there (an interruption: the
+                history then has fewer rounds than planned and no ``stopped_early``).
         """
-        history = History(withheld=[w.reason for w in sorted(self.release_policy.withheld,
-                                                             key=lambda w: w.value)])
-        history.initial_loss, history.initial_accuracy = self._evaluate_params(self.params)
+        if history is None:
+            history = self.new_history()
+        first = history.rounds[-1].round_id + 1 if history.rounds else 1
         try:
-            for r in range(1, self.config.rounds + 1):
+            for r in range(first, self.config.rounds + 1):
+                if stop is not None and stop():
+                    break
                 selected = self.server.sample(r)
                 try:
                     self.server.guard(r, selected)
                 except BudgetExceededError as exc:
                     history.stopped_early = f"before round {r}: {exc}"
                     break
-                record = self.run_round(r, selected)
+                try:
+                    record = self.run_round(r, selected)
+                except KeyboardInterrupt:
+                    self.abandoned = (r, self._charges_so_far())
+                    raise
                 history.append(record)
                 if on_round is not None:
                     on_round(record)

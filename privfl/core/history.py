@@ -97,7 +97,12 @@ class History:
     @classmethod
     def load(cls, path: str | Path) -> History:
         """Read a file written by :meth:`save`."""
-        raw = json.loads(Path(path).read_text())
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> History:
+        """Inverse of :meth:`to_dict` (a ``KeyError`` or ``TypeError`` on a malformed one)."""
+        raw = json.loads(json.dumps(raw))  # a deep copy of plain values
 
         def num(v: Any) -> float:
             return math.nan if v is None else float(v)

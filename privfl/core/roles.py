@@ -281,6 +281,30 @@ class ClientRole:
                               dp_steps=int(p["steps"]))
         return wire.encode(_REPLY, rnd.round_id, values)
 
+    def state_dict(self) -> dict[str, Any]:
+        """This client's state at a round boundary: the last round it answered and its ledger.
+
+        No secret and no round session is included (a checkpoint is taken between rounds, and
+        keys are provisioned afresh when a run resumes).
+        """
+        return {"last_round": self.last_round,
+                "ledger": None if self.ledger is None else self.ledger.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the client's ledger keeps every charge it recorded)."""
+        from privfl.core.checkpoint import require
+        from privfl.errors import CheckpointError
+
+        last = require(state, "last_round", int)
+        saved = require(state, "ledger", (dict, type(None)))
+        if (saved is None) != (self.ledger is None):
+            raise CheckpointError(f"client {self.client_id}: the checkpoint and this run "
+                                  "disagree on whether it keeps an example-level ledger")
+        if self.ledger is not None:
+            self.ledger.load_state_dict(saved)
+        self.last_round = last
+        self._round = None
+
     def new_run(self) -> None:
         """A new federation run starts (rounds count from 1 again); the ledger is kept."""
         self.last_round = -1
@@ -497,3 +521,42 @@ class ServerRole:
             return False
         self.params = self.server_optimizer.step(self.params, avg)
         return True
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The server's state between rounds: model, sampling generator, optimizer, stages.
+
+        The privacy ledgers are saved by the run, once each (stages and the client update
+        share them with the DP plan). A CSPRNG has no state to save: a resumed run keeps
+        sampling from fresh OS randomness, as the privacy analysis assumes.
+        """
+        from privfl.core.checkpoint import generator_state
+
+        rng = self._rng
+        return {"params": np.array(self.params, copy=True),
+                "sampling_rng": (generator_state(rng) if isinstance(rng, np.random.Generator)
+                                 else None),
+                "optimizer": (self.server_optimizer.state_dict()
+                              if hasattr(self.server_optimizer, "state_dict") else None),
+                "stages": self.chain.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a role built (and configured) from the same config.
+
+        Raises:
+            CheckpointError: A state of another model shape, sampling or stage chain.
+        """
+        from privfl.core.checkpoint import require, require_array, restore_generator
+        from privfl.errors import CheckpointError
+
+        params = require_array(state, "params", (self.param_spec.dim,), np.float32)
+        saved_rng = require(state, "sampling_rng", (dict, type(None)))
+        if (saved_rng is None) != (not isinstance(self._rng, np.random.Generator)):
+            raise CheckpointError("the checkpoint and this run disagree on whether client "
+                                  "sampling is seeded or drawn from the CSPRNG")
+        if hasattr(self.server_optimizer, "load_state_dict"):
+            self.server_optimizer.load_state_dict(require(state, "optimizer", dict))
+        self.chain.load_state_dict(require(state, "stages", dict))
+        if isinstance(self._rng, np.random.Generator):
+            restore_generator(self._rng, saved_rng)
+        self.params = params

@@ -14,8 +14,9 @@ Algorithm 2. ``τ`` controls the adaptivity (the paper uses 1e-3 and v₀ = τ²
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +64,22 @@ class FedAvgServer:
             d = self._m
         return (theta + np.float32(self.learning_rate) * d).astype(np.float32)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The momentum buffer (``None`` before the first step)."""
+        return {"m": self._m}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s momentum buffer."""
+        self._m = _buffer(state, "m")
+
+
+def _buffer(state: Mapping[str, Any], key: str) -> npt.NDArray[np.float32] | None:
+    from privfl.core.checkpoint import require_array
+
+    if state.get(key) is None:
+        return None
+    return require_array(state, key, dtype=np.float32)
+
 
 @dataclass
 class _Adaptive:
@@ -94,6 +111,14 @@ class _Adaptive:
         self._v = self._second_moment(self._v, d * d)
         upd = self._m / (np.sqrt(self._v) + self.tau)
         return (theta + np.float32(self.learning_rate) * upd).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The moment estimates m and v (``None`` before the first step)."""
+        return {"m": self._m, "v": self._v}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s moments."""
+        self._m, self._v = _buffer(state, "m"), _buffer(state, "v")
 
 
 class FedAdagrad(_Adaptive):

@@ -151,6 +151,14 @@ class SequentialClients:
         for cid, request in requests:
             yield _as_reply(cid, _answer(self.roles, cid, request))
 
+    def client_states(self) -> dict[ClientId, dict[str, Any]]:
+        """Every client's checkpoint state (:meth:`ClientRole.state_dict`)."""
+        return {c: r.state_dict() for c, r in self.roles.items()}
+
+    def load_client_states(self, states: dict[ClientId, Any]) -> None:
+        """Restore :meth:`client_states` (every client of the pool must be present)."""
+        _load_states(self.roles, states)
+
     def close(self) -> None:
         """Nothing to stop."""
 
@@ -159,18 +167,58 @@ _BATCH = wire.Schema(kind=54, name="worker.batch", fields=(
     wire.Field(1, "clients", wire.FieldType.ARRAY, dtype="<u4"),
     wire.Field(2, "request_index", wire.FieldType.ARRAY, dtype="<u4"),
     wire.Field(3, "requests", wire.FieldType.BYTES)))
+_STATES = wire.Schema(kind=55, name="worker.states", fields=(
+    wire.Field(1, "load", wire.FieldType.UINT, max_uint=1),
+    wire.Field(2, "states", wire.FieldType.BYTES)))
+"""Driver ↔ worker: export (load = 0) or load (load = 1) the clients' checkpoint states, as JSON."""
+
+
+def _load_states(roles: dict[ClientId, ClientRole], states: Any) -> None:
+    from privfl.errors import CheckpointError
+
+    if not isinstance(states, dict) or set(states) != set(roles):
+        raise CheckpointError("the checkpoint's clients differ from this run's clients")
+    for c, role in roles.items():
+        role.load_state_dict(states[c])
+
+
+def _states_json(roles: dict[ClientId, ClientRole]) -> bytes:
+    from privfl._json import dumps
+
+    return dumps({str(c): r.state_dict() for c, r in roles.items()}).encode()
+
+
+def _states_from_json(raw: bytes) -> dict[ClientId, Any]:
+    import json
+
+    return {int(k): v for k, v in json.loads(raw).items()}
 
 
 def _serve(conn: Any, factory: ClientFactory, clients: list[ClientId], threads: int) -> None:
     """A worker process: own ``clients``' roles; answer batches, streaming one reply each."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it ends the run
     torch.set_num_threads(threads)
     roles = factory.roles(clients)
     while True:
         batch = conn.recv_bytes()
         if not batch:
             return
+        if wire.peek_kind(batch) == _STATES.kind:
+            ctl = wire.decode(batch, _STATES)
+            try:
+                if ctl.uint("load"):
+                    _load_states(roles, {c: s for c, s in
+                                         _states_from_json(ctl.raw("states")).items()})
+                    conn.send_bytes(b"\x00")
+                else:
+                    conn.send_bytes(b"\x00" + _states_json(roles))
+            except PrivflError as exc:
+                conn.send_bytes(b"\x01" + f"{type(exc).__name__}: {exc}".encode())
+            continue
         msg = wire.decode(batch, _BATCH)
         distinct = wire.unpack_blobs(msg.raw("requests"), max_items=1 << 20)
         for cid, k in zip(msg.array("clients"), msg.array("request_index"), strict=True):
@@ -248,6 +296,31 @@ class ProcessClients:
         for t in readers:
             t.join()
 
+    def _control(self, w: int, load: bool, states: bytes = b"") -> bytes:
+        from privfl.errors import CheckpointError
+
+        self._conns[w].send_bytes(wire.encode(_STATES, 0, {"load": int(load),
+                                                           "states": states}))
+        out = self._conns[w].recv_bytes()
+        if out[:1] != b"\x00":
+            raise CheckpointError(f"worker {w}: {out[1:].decode(errors='replace')}")
+        return out[1:]
+
+    def client_states(self) -> dict[ClientId, dict[str, Any]]:
+        """Every client's checkpoint state, collected from the workers that own them."""
+        out: dict[ClientId, dict[str, Any]] = {}
+        for w in range(self.workers):
+            out.update(_states_from_json(self._control(w, load=False)))
+        return out
+
+    def load_client_states(self, states: dict[ClientId, Any]) -> None:
+        """Send each worker its clients' checkpoint states."""
+        from privfl._json import dumps
+
+        for w in range(self.workers):
+            mine = {str(c): s for c, s in states.items() if c % self.workers == w}
+            self._control(w, load=True, states=dumps(mine).encode())
+
     def close(self) -> None:
         """Stop the workers."""
         for conn in self._conns:
@@ -291,6 +364,12 @@ class RayClients:
             def handle(self, client: ClientId, request: bytes) -> bytes | tuple[str, str]:
                 return _answer(self.roles, client, request)
 
+            def states(self) -> bytes:
+                return _states_json(self.roles)
+
+            def load_states(self, raw: bytes) -> None:
+                _load_states(self.roles, _states_from_json(raw))
+
         self._ray = ray
         self._actors = [_Actor.remote(factory,  # type: ignore[attr-defined]
                                       [c for c in clients if c % self.workers == i])
@@ -321,6 +400,23 @@ class RayClients:
             out = self._ray.get(fut)
             submit()
             yield _as_reply(cid, out)
+
+    def client_states(self) -> dict[ClientId, dict[str, Any]]:
+        """Every client's checkpoint state, collected from the actors that own them."""
+        out: dict[ClientId, dict[str, Any]] = {}
+        for raw in self._ray.get([a.states.remote() for a in self._actors]):
+            out.update(_states_from_json(raw))
+        return out
+
+    def load_client_states(self, states: dict[ClientId, Any]) -> None:
+        """Send each actor its clients' checkpoint states."""
+        from privfl._json import dumps
+
+        refs = []
+        for w, a in enumerate(self._actors):
+            mine = {str(c): s for c, s in states.items() if c % self.workers == w}
+            refs.append(a.load_states.remote(dumps(mine).encode()))
+        self._ray.get(refs)
 
     def close(self) -> None:
         """Release the actors."""

@@ -272,6 +272,24 @@ class StageChain:
             agg = s.finish(round_id, agg, record)
         return agg
 
+    def state_dict(self) -> dict[str, Any]:
+        """Each stage's kind and state (``None`` for a stateless stage), in order."""
+        return {"stages": [{"kind": s.kind, "state": s.state_dict()
+                            if hasattr(s, "state_dict") else None} for s in self.stages]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore every stage; the chain must have the same stages in the same order."""
+        from privfl.core.checkpoint import require
+        from privfl.errors import CheckpointError
+
+        saved = require(state, "stages", list)
+        kinds = [s.kind for s in self.stages]
+        if [x.get("kind") if isinstance(x, dict) else None for x in saved] != kinds:
+            raise CheckpointError(f"the checkpoint's stages differ from this run's {kinds}")
+        for s, x in zip(self.stages, saved, strict=True):
+            if hasattr(s, "load_state_dict"):
+                s.load_state_dict(require(x, "state", dict))
+
 
 class ClientChain:
     """The client halves of a chain, rebuilt from the server's wire message."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -89,6 +89,18 @@ class RandomDropout:
         """Draw a Bernoulli(rate) at the configured stages."""
         return stage in self.stages and bool(self.rng.random() < self.rate)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's position."""
+        from privfl.core.checkpoint import generator_state
+
+        return {"rng": generator_state(self.rng)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the generator's position."""
+        from privfl.core.checkpoint import require, restore_generator
+
+        restore_generator(self.rng, require(state, "rng", dict))
+
 
 @dataclass
 class RoundOutcome:
@@ -147,6 +159,24 @@ class InMemoryTransport:
 
     def __init__(self, dropout: DropoutPolicy | None = None) -> None:
         self.dropout: DropoutPolicy = dropout if dropout is not None else NoDropout()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The dropout policy's state (a random policy's generator), if it has one."""
+        return {"dropout": self.dropout.state_dict()
+                if hasattr(self.dropout, "state_dict") else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        from privfl.core.checkpoint import require
+
+        inner = state.get("dropout") if isinstance(state, Mapping) else None
+        if hasattr(self.dropout, "load_state_dict"):
+            self.dropout.load_state_dict(require(state, "dropout", dict))
+        elif inner is not None:
+            from privfl.errors import CheckpointError
+
+            raise CheckpointError("the checkpoint has dropout state; this run has no random "
+                                  "dropout")
 
     def run_round(self, server: ServerSession, clients: Mapping[ClientId, ClientSession],
                   contributions: Mapping[ClientId, ContributionLike | None]) -> RoundOutcome:

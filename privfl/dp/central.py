@@ -37,6 +37,7 @@ from the seed, and the report states that there is no guarantee against anyone w
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -148,6 +149,27 @@ class CentralNoise:
                          "(they grow with the number of participants)"],
             randomness=randomness_label(self.simulation), guarantee_holds=not self.simulation)
 
+    def state_dict(self) -> dict[str, Any]:
+        """A seeded generator's position (``None`` with the CSPRNG, which has no state to keep).
+
+        The ledger is checkpointed by the run, once, beside the stages that share it.
+        """
+        from privfl.core.checkpoint import generator_state
+
+        return {"rng": None if self.rng is None else generator_state(self.rng)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the generator's position."""
+        from privfl.core.checkpoint import require, restore_generator
+        from privfl.errors import CheckpointError
+
+        saved = require(state, "rng", (dict, type(None)))
+        if (saved is None) != (self.rng is None):
+            raise CheckpointError("the checkpoint and this run disagree on whether the noise "
+                                  "is seeded (secure_randomness)")
+        if self.rng is not None:
+            restore_generator(self.rng, saved)
+
     def _normal(self, size: int, std: float) -> npt.NDArray[np.float64]:
         if self.rng is not None:
             return self.rng.normal(0.0, std, size)
@@ -183,7 +205,10 @@ class CentralNoise:
             raise ConfigurationError(
                 f"the auxiliary noise of {[b.owner for b in self._aux]} takes all of "
                 f"noise_multiplier {self.noise_multiplier:g}. Tip: raise the auxiliary noise "
-                "(for adaptive clipping `clipped_count_stddev`) or sample more clients.")
+                f"(for adaptive clipping `clipped_count_stddev` to "
+                f"{1.2 * self.noise_multiplier:.3g} or more, which leaves the update a noise "
+                "multiplier within 1.1x of the total; or leave it at 0 to get that default), "
+                "or sample more clients.")
         self._z_update = inv**-0.5
         self._main_len = spec.length - aux_len
         ctx.consumed = True
@@ -261,6 +286,8 @@ class CentralDP:
         if not isinstance(self.clipping, (FixedClipping, AdaptiveClipping)):
             raise ConfigurationError(f"`clipping` must be FixedClipping or AdaptiveClipping. "
                                      f"Found {self.clipping!r}.")
+        if isinstance(self.clipping, AdaptiveClipping) and self.clipping.noise_multiplier is None:
+            self.clipping.noise_multiplier = self.noise_multiplier  # informs the default σ_b
         self.noise = CentralNoise(self.noise_multiplier, self.ledger, self.rng,
                                   mechanism=self.mechanism)
 

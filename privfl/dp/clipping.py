@@ -18,8 +18,9 @@ noise stage takes the *total* z from the user, derives z_Δ and charges z.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -123,15 +124,22 @@ class AdaptiveClipping:
         initial_clip_norm: C₀ > 0.
         target_unclipped_quantile: γ ∈ (0, 1), the fraction of updates to leave unclipped.
         learning_rate: η_C > 0 of the geometric update.
-        clipped_count_stddev: σ_b > 0, std of the noise on the count; ``None`` means
-            0.05 × expected clients per round (TFF's default). It defends the count: without
+        clipped_count_stddev: σ_b > 0, std of the noise on the count; ``None`` picks
+            max(n̄/20, 1.2·z) for n̄ expected clients per round and total noise multiplier z:
+            n̄/20 is Andrew et al.'s (and TFF's) suggestion, and σ_b ≥ 1.2·z keeps the update's
+            own noise multiplier z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2) within 1.1·z (the count has L2
+            sensitivity ½), so that a small cohort still works — its clip-norm estimate is
+            then noisy (std σ_b/n̄ on the unclipped fraction). It defends the count: without
             noise the clip norm would reveal how many clients have large updates.
+        noise_multiplier: z, the central noise stage's total noise multiplier (set by
+            :class:`~privfl.dp.central.CentralDP`); it only informs the default σ_b.
     """
 
     initial_clip_norm: float = 0.1
     target_unclipped_quantile: float = 0.5
     learning_rate: float = 0.2
     clipped_count_stddev: float | None = None
+    noise_multiplier: float | None = None
     clip_norm: float = field(init=False)
     kind: ClassVar[str] = "adaptive_clip"
 
@@ -145,11 +153,26 @@ class AdaptiveClipping:
         self.clip_norm = self.initial_clip_norm
         self._round_clip: dict[int, float] = {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The current clip norm C (the only state between rounds)."""
+        return {"clip_norm": self.clip_norm}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore C (must be finite and > 0)."""
+        from privfl.core.checkpoint import require
+        from privfl.errors import CheckpointError
+
+        c = require(state, "clip_norm", float)
+        if not (math.isfinite(c) and c > 0):
+            raise CheckpointError(f"checkpointed clip norm must be finite and > 0. Found {c}.")
+        self.clip_norm = c
+        self._round_clip.clear()
+
     def count_stddev(self, expected_clients: float) -> float:
         """σ_b for the given expected number of clients per round."""
         if self.clipped_count_stddev is not None:
             return self.clipped_count_stddev
-        return 0.05 * expected_clients
+        return max(expected_clients / 20, 1.2 * (self.noise_multiplier or 0.0))
 
     def update(self, unclipped_fraction: float) -> float:
         """C ← C·exp(−η_C (b̄ − γ)); returns the new C."""
@@ -227,6 +250,7 @@ def update_noise_multiplier(total: float, count_stddev: float) -> float:
     if total >= 2 * count_stddev:
         raise ConfigurationError(
             f"adaptive clipping needs noise_multiplier < 2 × clipped_count_stddev = "
-            f"{2 * count_stddev:g}. Found {total:g}. Tip: raise `clipped_count_stddev` or sample "
-            "more clients per round.")
+            f"{2 * count_stddev:g}. Found {total:g}. Tip: `clipped_count_stddev` = "
+            f"{1.2 * total:.3g} (or more) leaves the update a noise multiplier within 1.1x of "
+            "the total; or sample more clients per round.")
     return float((total**-2 - (2 * count_stddev) ** -2) ** -0.5)

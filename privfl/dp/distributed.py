@@ -35,7 +35,7 @@ discrete Gaussian does. Noise tails beyond 12σ are resampled (probability < 1e-
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -201,6 +201,27 @@ class DistributedNoise:
                          "is calibrated for all expected clients)", "wall-clock timing and "
                          "traffic of a round"],
             randomness=randomness_label(self.simulation), guarantee_holds=not self.simulation)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A seeded generator's position (``None`` with the CSPRNG, which has no state to keep).
+
+        The ledger is checkpointed by the run, once, beside the stages that share it.
+        """
+        from privfl.core.checkpoint import generator_state
+
+        return {"rng": None if self.rng is None else generator_state(self.rng)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the generator's position."""
+        from privfl.core.checkpoint import require, restore_generator
+        from privfl.errors import CheckpointError
+
+        saved = require(state, "rng", (dict, type(None)))
+        if (saved is None) != (self.rng is None):
+            raise CheckpointError("the checkpoint and this run disagree on whether the noise "
+                                  "is seeded (secure_randomness)")
+        if self.rng is not None:
+            restore_generator(self.rng, saved)
 
     @property
     def min_shares(self) -> int:

@@ -14,7 +14,9 @@ Per-example gradients come from one of Opacus's grad-sample modes (``hooks``, ``
 ``ew``, ``ghost``) or from ``privfl`` — Opacus's hooks with leaner Conv2d/Linear samplers that
 skip a buffer fill and copy per parameter; ``AUTO`` measures the candidate
 modes on the model and the client's batch size at the first round (after checking, with σ = 0,
-that each mode computes the same clipped gradient as ``hooks``) and keeps the fastest. The
+that each mode computes the same clipped gradient as ``hooks``) and keeps the fastest — except
+with ``secure_mode=False``, a seeded simulation that promises reproducibility, where it keeps
+``privfl`` (else ``hooks``) whatever the timings: the modes agree only up to rounding. The
 private copy of the model is wrapped once for the whole federation.
 
 Threat model: the guarantee holds against anyone who sees the client's updates — the server
@@ -170,6 +172,21 @@ class DPSGDClientUpdate:
         if self.device is None:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For our own worker processes: no CSPRNG, no wrapped model.
+
+        The CSPRNG's key never leaves a process, and each worker wraps its own model.
+        """
+        state = dict(self.__dict__)
+        state.pop("_csprng", None)
+        state["_wrapped"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A fresh OS-keyed CSPRNG in the receiving process."""
+        self.__dict__.update(state)
+        self._csprng = SecureRandom()
+
     # --- accounting -----------------------------------------------------------------------
     def client_copy(self) -> DPSGDClientUpdate:
         """The same update for a client side: no reference to the server's ledger."""
@@ -317,6 +334,11 @@ class DPSGDClientUpdate:
             wrapped[mode] = w
         if not wrapped:
             raise ConfigurationError("no Opacus grad-sample mode can train this model.")
+        if not self.secure_mode:
+            # A seeded simulation promises reproducibility (and bit-identical resumes): the
+            # modes agree only to rounding, so the choice must not depend on timings.
+            preferred = (GradSampleMode.PRIVFL, GradSampleMode.HOOKS)
+            return next((m for m in preferred if m in wrapped), next(iter(wrapped)))
         times: dict[GradSampleMode, list[float]] = {m: [] for m in wrapped}
         opts = {m: self._optimizer(w, float(len(x)), self.noise_multiplier, None)
                 for m, w in wrapped.items()}
