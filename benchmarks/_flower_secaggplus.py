@@ -30,8 +30,12 @@ def _stage_of(message: Any) -> str:
 
 
 def run_flower_secaggplus(values: list[np.ndarray], num_shares: int, drop_nodes: set[int],
-                          drop_stage: str) -> dict[str, Any]:
-    """One SecAgg+ round over ``values`` (node i holds values[i-1]); returns timings."""
+                          drop_stage: str, threshold: int | None = None) -> dict[str, Any]:
+    """One SecAgg+ round over ``values`` (node i holds values[i-1]); returns timings.
+
+    ``num_shares`` counts the client's own share (Flower's convention: k neighbours + 1);
+    ``threshold`` defaults to half of it.
+    """
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import ConfigRecord, Context, RecordDict
     from flwr.client import NumPyClient
@@ -129,7 +133,8 @@ def run_flower_secaggplus(values: list[np.ndarray], num_shares: int, drop_nodes:
     server_ctx.state.array_records["parameters"] = compat.parameters_to_arrayrecord(
         ndarrays_to_parameters([np.zeros_like(values[0])]), keep_input=True)
     workflow = SecAggPlusWorkflow(num_shares=num_shares,
-                                  reconstruction_threshold=max(2, (num_shares + 1) // 2))
+                                  reconstruction_threshold=threshold
+                                  or max(2, (num_shares + 1) // 2))
     t = time.perf_counter()
     workflow(grid, server_ctx)
     total = time.perf_counter() - t

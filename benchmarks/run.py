@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ._stamp import write_result
 
-BENCHMARKS = ["ckks", "dp_overhead", "fedavg_round", "scale", "secagg", "secagg_malicious"]
+BENCHMARKS = ["ckks", "dp_overhead", "fedavg_round", "scale", "secagg", "secagg_derived",
+              "secagg_malicious"]
 SUITES = ["centralized-baseline", "costs", "privacy-accuracy"]
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from privfl.secagg.multiserver import MultiServerSecureSum
     from privfl.secagg.pairwise import PairwiseSecureSum, UnmaskRefusedError
     from privfl.secagg.params import SecAggParams, ServerModel, find_params
+    from privfl.secagg.unmask import Unmasker, UnmaskExecutor
 
 __all__ = [
     "MultiServerSecureSum",
@@ -23,7 +24,9 @@ __all__ = [
     "RingEncoding",
     "SecAggParams",
     "ServerModel",
+    "UnmaskExecutor",
     "UnmaskRefusedError",
+    "Unmasker",
     "find_params",
     "harary_graph",
     "plan_graph",
@@ -39,6 +42,8 @@ _EXPORTS = {
     "MultiServerSecureSum": "privfl.secagg.multiserver",
     "PairwiseSecureSum": "privfl.secagg.pairwise",
     "UnmaskRefusedError": "privfl.secagg.pairwise",
+    "UnmaskExecutor": "privfl.secagg.unmask",
+    "Unmasker": "privfl.secagg.unmask",
     "RingEncoding": "privfl.core.ring",
     "ring_for": "privfl.core.ring",
 }

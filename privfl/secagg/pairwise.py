@@ -52,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +101,7 @@ from privfl.secagg.keyagreement import (
 )
 from privfl.secagg.params import SecAggParams, ServerModel, check_assumptions
 from privfl.secagg.prg import PAIR_MASK, SELF_MASK, expand_mask
+from privfl.secagg.unmask import MaskOp, Unmasker
 
 __all__ = ["InconsistentServerError", "PairwiseSecureSum", "UnmaskRefusedError"]
 
@@ -198,9 +199,10 @@ def _transcript(round_id: int, a: int, keys_a: Keys, b: int, keys_b: Keys) -> by
 
 
 def _ids(msg: wire.DecodedMessage, name: str) -> list[int]:
-    ids = [int(v) for v in msg.array(name)]
-    if ids != sorted(set(ids)):
+    arr = np.asarray(msg.array(name))
+    if arr.ndim != 1 or (len(arr) > 1 and not bool((arr[1:] > arr[:-1]).all())):
         raise MalformedMessageError(f"`{name}` must be sorted and distinct")
+    ids: list[int] = arr.tolist()
     return ids
 
 
@@ -430,8 +432,11 @@ class _Client:
         if self.book is not None:
             self._check_signed_keys(msg, ids, n)
         xs = [v + 1 for v in [*ids, self.me]]
-        b_sh = shamir.share(self.b_seed, xs, t)
-        sk_sh = shamir.share(private_bytes(self.s_sk), xs, t)
+        if max(xs) > shamir.MAX_POINT:
+            raise ClientRefusedError(
+                f"client {self.me}: SecAgg shares secrets at the points id + 1, which must be "
+                f"at most {shamir.MAX_POINT}; a neighbour's id is too large")
+        b_sh, sk_sh = shamir.share_many([self.b_seed, private_bytes(self.s_sk)], xs, t)
         self.own_shares = (b_sh[self.me + 1], sk_sh[self.me + 1])
         cts = []
         for v in ids:
@@ -697,6 +702,7 @@ class _Server:
         self.selected = frozenset(clients)
         self.plan: SecAggParams = cfg.plan(len(clients))
         self.registry = registry
+        self.unmasker = Unmasker()
         if cfg.malicious and (registry is None or not self.selected <= set(registry.keys)):
             raise ConfigurationError(
                 f"round {round_id}: the malicious-server mode needs a registered identity for "
@@ -720,6 +726,7 @@ class _Server:
         self.u3: set[int] = set()
         self.relayed: dict[int, set[int]] = {}  # recipient -> senders relayed at stage 2
         self.peers: dict[int, set[int]] = {}  # uploader -> the peers it masked with
+        self._one_sided_cache: tuple[frozenset[int], list[tuple[int, int]]] | None = None
         self.acc = np.zeros(cfg.length, dtype=cfg.ring.dtype)
         self.unmask_from: set[int] = set()
         self.b_shares: dict[int, dict[int, bytes]] = {}
@@ -729,13 +736,13 @@ class _Server:
 
     # --- receiving ---------------------------------------------------------------------------
     def _check(self, client: ClientId, message: bytes, schema: wire.Schema,
-               allowed: Iterable[int], seen: Iterable[int]) -> wire.DecodedMessage:
+               allowed: Collection[int], seen: Collection[int]) -> wire.DecodedMessage:
         if client not in self.selected:
             raise ProtocolViolationError(f"round {self.round_id}: client {client} not selected")
-        if client not in set(allowed):
+        if client not in allowed:  # sets and dicts: O(1) membership
             raise ProtocolViolationError(
                 f"round {self.round_id}: client {client} is not part of stage {self.stage}")
-        if client in set(seen):
+        if client in seen:
             raise ProtocolViolationError(f"round {self.round_id}: duplicate from {client}")
         msg = wire.decode(message, schema)
         if msg.round_id != self.round_id:
@@ -931,8 +938,12 @@ class _Server:
 
     def _one_sided(self) -> list[tuple[int, int]]:
         """Pairs (u, v) of uploaders where u masked with v but v did not mask with u."""
-        return [(u, v) for u in sorted(self.u3) for v in sorted(self.peers[u])
-                if v in self.u3 and u not in self.peers[v]]
+        key = frozenset(self.u3)
+        if self._one_sided_cache is None or self._one_sided_cache[0] != key:
+            pairs = [(u, v) for u in sorted(self.u3) for v in self.peers[u] & self.u3
+                     if u not in self.peers[v]]
+            self._one_sided_cache = (key, sorted(pairs))
+        return self._one_sided_cache[1]
 
     def _unmask_requests(self) -> dict[ClientId, bytes]:
         self._need(len(self.u3), "the upload")
@@ -962,47 +973,67 @@ class _Server:
             out[u] = wire.encode(_UNMASK_REQ, self.round_id, values)
         return out
 
-    def _finish(self) -> SumResult:
+    def _mask_ops(self) -> list[MaskOp]:
+        """Every mask to remove, from the reconstructed and checked secrets of the round.
+
+        All secrets are reconstructed in one vectorized pass; each is then checked against
+        its commitment (self masks) or advertised public key (dropped clients' keys).
+        """
         t = self.plan.threshold
-        acc = self.acc
-        scratch = np.empty_like(acc)
         for u in sorted(self.u3):
-            shares = self.b_shares.get(u, {})
-            if len(shares) < t:
+            got = len(self.b_shares.get(u, {}))
+            if got < t:
                 raise ProtocolAbortError(
-                    f"round {self.round_id}: {len(shares)} holders returned shares of client "
-                    f"{u}'s self mask; {t} are needed.")
-            seed = shamir.reconstruct(shares, t)
+                    f"round {self.round_id}: {got} holders returned shares of client {u}'s "
+                    f"self mask; {t} are needed.")
+        masked_with: dict[int, list[int]] = {}  # dropped v -> uploaders that masked with v
+        dropped = self.u2 - self.u3
+        for u in sorted(self.u3):
+            for v in self.peers[u] & dropped:
+                masked_with.setdefault(v, []).append(u)
+        masked_with = {v: masked_with[v] for v in sorted(masked_with)}
+        for v in masked_with:  # nobody masked with v: nothing to remove, nothing to rebuild
+            got = len(self.sk_shares.get(v, {}))
+            if got < t:
+                raise ProtocolAbortError(
+                    f"round {self.round_id}: {got} holders returned shares of dropped client "
+                    f"{v}'s key; {t} are needed.")
+        wanted: dict[Hashable, Mapping[int, bytes]] = {
+            **{("b", u): self.b_shares[u] for u in sorted(self.u3)},
+            **{("sk", v): self.sk_shares[v] for v in masked_with}}
+        try:
+            secrets_ = shamir.reconstruct_many(wanted, t)
+        except ProtocolAbortError as exc:
+            raise ProtocolAbortError(f"round {self.round_id}: {exc}") from exc
+        ops: list[MaskOp] = []
+        for u in sorted(self.u3):
+            seed = secrets_[("b", u)]
             if _commit(self.round_id, seed) != self.commits[u]:
                 raise ProtocolAbortError(f"round {self.round_id}: the shares of client {u}'s "
                                          "self mask are inconsistent with its commitment.")
-            expand_mask(seed, len(acc), acc.dtype, purpose=SELF_MASK, round_id=self.round_id,
-                        out=scratch)
-            np.subtract(acc, scratch, out=acc)
-        for v in sorted(self.u2 - self.u3):
-            masked_with = [u for u in sorted(self.u3) if v in self.peers[u]]
-            if not masked_with:
-                continue  # nobody put a pair mask with v into the sum: nothing to remove
-            shares = self.sk_shares.get(v, {})
-            if len(shares) < t:
-                raise ProtocolAbortError(
-                    f"round {self.round_id}: {len(shares)} holders returned shares of dropped "
-                    f"client {v}'s key; {t} are needed.")
-            sk = X25519PrivateKey.from_private_bytes(shamir.reconstruct(shares, t))
+            ops.append(MaskOp(seed, SELF_MASK, subtract=True))
+        for v, us in masked_with.items():
+            sk = X25519PrivateKey.from_private_bytes(secrets_[("sk", v)])
             if public_bytes(sk) != self.keys[v][1]:
                 raise ProtocolAbortError(f"round {self.round_id}: the key shares of client {v} "
                                          "do not match its advertised key.")
-            for u in masked_with:
+            for u in us:
                 seed = _kdf(exchange(sk, self.keys[u][1], f"client {u}'s s_pk"), b"mask",
                             self.round_id)
-                _apply_pair_mask(acc, seed, u, v, self.round_id, scratch, remove=True)
+                ops.append(MaskOp(seed, PAIR_MASK, subtract=u < v))  # u added +PRG iff u < v
         for u, v in self._one_sided():
             revealed = self.pair_seeds.get((v, u))
             if revealed is None:
                 raise ProtocolAbortError(
                     f"round {self.round_id}: client {u} masked with client {v}, which could not "
                     f"confirm {u}'s keys and did not return the pair seed.")
-            _apply_pair_mask(acc, revealed, u, v, self.round_id, scratch, remove=True)
+            ops.append(MaskOp(revealed, PAIR_MASK, subtract=u < v))
+        return ops
+
+    def _finish(self) -> SumResult:
+        ops = self._mask_ops()
+        acc = self.acc
+        self.unmasker.remove(acc, ops, self.round_id)
         total = self.cfg.ring.decode(acc)
         self.stage = 6
         contributors = tuple(sorted(self.u3))
@@ -1015,16 +1046,23 @@ class _Server:
 class _Process:
     def __init__(self, cfg: _Config, plans: dict[int, SecAggParams],
                  registry: IdentityRegistry | None = None,
-                 book: IdentityBook | None = None) -> None:
+                 book: IdentityBook | None = None, unmasker: Unmasker | None = None) -> None:
         self.cfg = cfg
+        self.unmasker = unmasker if unmasker is not None else Unmasker()
         self.spec = cfg.spec
         self._plans = plans
         self.registry = registry  # public: the server side may hold it
         self._book = book  # the simulated clients' provisioning, used by client_session only
 
     def new_round(self, round_id: int, clients: Sequence[ClientId]) -> ServerSession:
-        server = _Server(self.cfg, round_id, check_round_clients(round_id, clients, self.spec),
+        selected = check_round_clients(round_id, clients, self.spec)
+        if selected and max(selected) >= shamir.MAX_POINT:
+            raise ConfigurationError(
+                f"SecAgg needs client ids below {shamir.MAX_POINT} (its Shamir shares are taken "
+                f"at id + 1 in GF(2^32 - 5)). Found {max(selected)}.")
+        server = _Server(self.cfg, round_id, selected,
                          self.registry)
+        server.unmasker = self.unmasker
         self._plans[len(server.selected)] = server.plan
         return server
 
@@ -1075,8 +1113,12 @@ class PairwiseSecureSum:
                  collusion_fraction: float = 1 / 3, precision: float = 1e-6,
                  rounding_seed: int | None = None, security: int = 40,
                  correctness: int = 20,
-                 identities: IdentityRegistry | IdentityBook | None = None) -> None:
+                 identities: IdentityRegistry | IdentityBook | None = None,
+                 unmasker: Unmasker | None = None) -> None:
         check_assumptions(collusion_fraction, dropout_rate, security, correctness)
+        if unmasker is not None and not isinstance(unmasker, Unmasker):
+            raise ConfigurationError(f"`unmasker` must be an Unmasker. Found {unmasker!r}.")
+        self.unmasker = unmasker if unmasker is not None else Unmasker()
         if identities is not None and not isinstance(identities,
                                                      (IdentityRegistry, IdentityBook)):
             raise ConfigurationError("`identities` must be an IdentityRegistry or IdentityBook.")
@@ -1100,7 +1142,7 @@ class PairwiseSecureSum:
         return _Process(_Config(spec, ring, self.sparse, self.dropout_rate,
                                 self.collusion_fraction, self.precision, self.rounding_seed,
                                 self.security, self.correctness, self.malicious), self._plans,
-                        self.registry, self._book)
+                        self.registry, self._book, self.unmasker)
 
     def plan(self, n: int) -> SecAggParams:
         """The degree, threshold and failure probabilities for ``n`` selected clients."""

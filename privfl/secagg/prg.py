@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-__all__ = ["PAIR_MASK", "SELF_MASK", "expand_mask", "mask_nonce"]
+__all__ = ["PAIR_MASK", "SELF_MASK", "expand_mask", "mask_nonce", "zero_bytes"]
 
 SELF_MASK = 1
 PAIR_MASK = 2
@@ -29,7 +29,8 @@ def mask_nonce(purpose: int, round_id: int) -> bytes:
     return struct.pack("<IIQ", 0, purpose, round_id)
 
 
-def _zeros(n: int) -> bytes:
+def zero_bytes(n: int) -> bytes:
+    """``n`` zero bytes (cached: the keystream is XORed onto them)."""
     if n not in _ZEROS:
         if len(_ZEROS) > 8:
             _ZEROS.clear()
@@ -51,5 +52,5 @@ def expand_mask(secret: bytes, length: int, dtype: np.dtype[np.unsignedinteger],
         raise ValueError("`out` must be a contiguous vector of the right length and width")
     nbytes = length * dt.itemsize
     enc = Cipher(algorithms.ChaCha20(secret, mask_nonce(purpose, round_id)), mode=None).encryptor()
-    enc.update_into(_zeros(nbytes), out.view(np.uint8).data)
+    enc.update_into(zero_bytes(nbytes), out.view(np.uint8).data)
     return out

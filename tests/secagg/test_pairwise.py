@@ -129,29 +129,66 @@ def test_masked_uploads_are_uniform_over_the_ring() -> None:
 def test_fewer_than_t_shares_reveal_nothing() -> None:
     secret = secrets.token_bytes(32)
     sh = shamir.share(secret, list(range(1, 8)), 4)
+    assert all(len(v) == shamir.SHARE_BYTES == 36 for v in sh.values())
     assert shamir.reconstruct({x: sh[x] for x in (2, 4, 6, 7)}, 4) == secret
     with pytest.raises(ProtocolAbortError, match="needs 4 shares"):
         shamir.reconstruct({x: sh[x] for x in (1, 2, 3)}, 4)
-    # t-1 shares are consistent with every secret: interpolate them with a chosen constant term
+    # t-1 shares are consistent with every secret: for each limb, interpolate the 3 shares with
+    # the other secret's limb as constant term; the 4th share that gives is valid for `other`
     other = secrets.token_bytes(32)
-    forged = dict({x: sh[x] for x in (1, 2, 3)})
-    # the unique degree-3 polynomial through (0, other) and the 3 shares gives a 4th share
-    xs, ys = [0, 1, 2, 3], [int.from_bytes(other, "big")] + [int.from_bytes(sh[x], "big")
-                                                             for x in (1, 2, 3)]
-    p = shamir.PRIME
+    q = shamir.PRIME
+    xs = [0, 1, 2, 3]
+    o = int.from_bytes(other, "big")
+    limbs = [(o >> (31 * k)) & (2**31 - 1) for k in range(shamir.LIMBS)]
+    words = {x: np.frombuffer(sh[x], dtype="<u4").astype(object) for x in (1, 2, 3)}
 
-    def lagrange(at: int) -> int:
+    def lagrange(at: int, ys: list[int]) -> int:
         total = 0
         for i, xi in enumerate(xs):
             num = den = 1
             for j, xj in enumerate(xs):
                 if i != j:
-                    num, den = num * (at - xj) % p, den * (xi - xj) % p
-            total = (total + ys[i] * num * pow(den, -1, p)) % p
+                    num, den = num * (at - xj) % q, den * (xi - xj) % q
+            total = (total + ys[i] * num * pow(den, -1, q)) % q
         return total
 
-    forged[5] = lagrange(5).to_bytes(shamir.SHARE_BYTES, "big")
+    fifth = [lagrange(5, [limbs[k]] + [int(words[x][k]) for x in (1, 2, 3)])
+             for k in range(shamir.LIMBS)]
+    forged = {x: sh[x] for x in (1, 2, 3)}
+    forged[5] = np.array(fifth, dtype="<u4").tobytes()
     assert shamir.reconstruct(forged, 4) == other
+
+
+def test_shamir_batch_matches_single_and_refuses_bad_shares() -> None:
+    vals = [secrets.token_bytes(32) for _ in range(20)]
+    points = [1, 9, 2**31, shamir.MAX_POINT, 77, 1000]
+    shares = shamir.share_many(vals, points, 4)
+    rng = np.random.default_rng(5)
+    pick = {i: {x: shares[i][x] for x in rng.choice(points, 4 + i % 3, replace=False).tolist()}
+            for i in range(20)}
+    out = shamir.reconstruct_many(pick, 4)
+    assert [out[i] for i in range(20)] == vals
+    assert all(shamir.reconstruct(pick[i], 4) == vals[i] for i in range(20))
+    bad = dict(pick[0])
+    x0 = next(iter(sorted(bad)))
+    bad[x0] = b"\xff" * shamir.SHARE_BYTES  # limbs >= q: not field elements
+    with pytest.raises(ProtocolAbortError, match="not an element"):
+        shamir.reconstruct_many({"victim": bad}, 4)
+    short = dict(pick[1])
+    short[next(iter(sorted(short)))] = b"\x00" * 35
+    with pytest.raises(ProtocolAbortError, match="not an element"):
+        shamir.reconstruct(short, 4)
+    flipped = dict(pick[2])
+    first = sorted(flipped)[0]
+    # the top limb holds 8 secret bits: a changed share leaves it < 2^8 with chance 2^-24
+    flipped[first] = (int.from_bytes(flipped[first], "little") ^ (1 << (32 * 8 + 20))
+                      ).to_bytes(36, "little")
+    with pytest.raises(ProtocolAbortError, match="inconsistent shares of secret 'x'"):
+        shamir.reconstruct_many({"x": flipped}, 4)
+    with pytest.raises(ConfigurationError):
+        shamir.share(vals[0], [0, 1], 2)
+    with pytest.raises(ConfigurationError):
+        shamir.share(vals[0], [1, shamir.MAX_POINT + 1], 2)
 
 
 def test_client_refuses_to_reveal_both_shares_of_a_peer() -> None:

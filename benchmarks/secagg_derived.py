@@ -1,0 +1,171 @@
+"""SecAgg+ at the parameters its guarantee needs: server against the floor, on 1 and all cores.
+
+For each case — (γ, δ) ∈ {(1/3, 0.2), (0.05, 0.05)}, n ∈ {100, 1000}, d ∈ {10⁵, 10⁶}, k and t
+from :func:`~privfl.secagg.params.find_params` — one round with 10% of the clients dropped
+before the masked upload (after sharing keys: their masks must be removed). Reported: the
+server's seconds over all stages with one unmasking thread and with every core, the median
+client's seconds, bytes up and down per client, the peak memory traced during the round
+(tracemalloc, numpy included: the server's state plus one client's transient buffers, since
+clients run one after another; a second, traced round, skipped where n·d > 10⁸), and the
+**floor**: the work no implementation can avoid — expanding and subtracting one ChaCha20 mask
+of d words per survivor and per (dropped client, surviving neighbour) pair, plus one X25519
+agreement per such pair — timed with the same primitives, on one core, in the same run. A
+plain sum of the same vectors is the baseline.
+
+Server time on all cores: the unmasking of the round (:class:`~privfl.secagg.unmask.Unmasker`,
+a pure function of the masked sum and the round's seeds) is timed with one thread and with one
+shard per core on the same inputs, and the difference replaces it in the single-core server
+time; the rest of the server's work is identical. Flower 1.41's SecAgg+ runs at the same k and t
+(num_shares = k + 1, its reconstruction threshold t) where ``flwr`` is installed, at n = 100,
+d = 10⁵ (its server takes over a minute there).
+
+    python -m benchmarks.run secagg_derived            # every case (about 25 minutes, 2 cores)
+    python -m benchmarks.run secagg_derived --quick    # n = 100, d = 10⁵, both (γ, δ)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import time
+import tracemalloc
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from privfl.core.securesum import PlainSecureSum
+from privfl.secagg.pairwise import PairwiseSecureSum
+from privfl.secagg.params import find_params
+from privfl.secagg.prg import PAIR_MASK, expand_mask
+from privfl.secagg.unmask import MaskOp, Unmasker, UnmaskExecutor
+
+from .secagg import _one
+
+CONFIG: dict[str, Any] = {
+    "fractions": [(1 / 3, 0.2), (0.05, 0.05)], "clients": [100, 1000],
+    "dims": [100_000, 1_000_000], "drop_fraction": 0.1, "flower": [(100, 100_000)],
+    # the traced second round of n = 1000, d = 10⁶ would take another 8 minutes per case
+    "peak_max_nd": 10**8}
+
+
+class _Recording(Unmasker):
+    """One-thread unmasking that also times the same work with one shard per core."""
+
+    def __init__(self, cores: int) -> None:
+        super().__init__(UnmaskExecutor.THREADS, 1)
+        self.cores = Unmasker(UnmaskExecutor.THREADS, cores)
+        self.times: dict[str, float] = {}
+        self.ops: list[MaskOp] = []
+
+    def remove(self, acc: np.ndarray, ops: Any, round_id: int) -> None:
+        copy = acc.copy()
+        t = time.perf_counter()
+        self.cores.remove(copy, ops, round_id)
+        self.times["all_cores"] = time.perf_counter() - t
+        t = time.perf_counter()
+        super().remove(acc, ops, round_id)
+        self.times["one_core"] = time.perf_counter() - t
+        if not np.array_equal(copy, acc):
+            raise AssertionError("sharded unmasking differs from the one-thread result")
+        self.ops = list(ops)
+
+
+def _floor(ops: list[MaskOp], d: int, agreements: int) -> dict[str, float]:
+    """The unavoidable work, on one core: every mask expanded and subtracted, every agreement."""
+    acc = np.zeros(d, dtype=np.uint32)
+    scratch = np.empty_like(acc)
+    t = time.perf_counter()
+    for op in ops:
+        expand_mask(op.seed, d, acc.dtype, purpose=PAIR_MASK, round_id=1, out=scratch)
+        np.subtract(acc, scratch, out=acc)
+    masks = time.perf_counter() - t
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate().public_key()
+    t = time.perf_counter()
+    for _ in range(agreements):
+        a.exchange(b)
+    ecdh = time.perf_counter() - t
+    return {"masks_s": masks, "agreements_s": ecdh, "floor_s": masks + ecdh,
+            "masks": len(ops), "agreements": agreements}
+
+
+def _peak(secure: Any, values: list[np.ndarray], drops: dict[int, set[int]]) -> float:
+    tracemalloc.start()
+    try:
+        _one(secure, values, drops)
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def _flower(values: list[np.ndarray], k: int, t: int, victims: set[int]) -> dict[str, Any]:
+    if importlib.util.find_spec("flwr") is None:
+        return {"skipped": "flwr is not installed"}
+    import logging
+
+    from ._flower_secaggplus import run_flower_secaggplus
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    r = run_flower_secaggplus(values, k + 1, {v + 1 for v in victims},
+                              "collect_masked_vectors", threshold=t)
+    return {"server_s": r["server_s"], "client_s_median": r["client_s_median"],
+            "num_shares": k + 1, "threshold": t}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = dict(CONFIG)
+    if args.quick:
+        cfg.update(clients=[100], dims=[100_000])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    rng = np.random.default_rng(0)
+    results = []
+    for n in cfg["clients"]:
+        for d in cfg["dims"]:
+            values = [rng.uniform(-1, 1, d).astype(np.float32) for _ in range(n)]
+            victims = set(range(1, 1 + max(1, round(cfg["drop_fraction"] * n))))
+            plain = _one(PlainSecureSum(), values, {})
+            for gamma, delta in cfg["fractions"]:
+                params = find_params(n, collusion=gamma, dropout=delta)
+                rec = _Recording(cores)
+                secure = PairwiseSecureSum(sparse=True, collusion_fraction=gamma,
+                                           dropout_rate=delta, unmasker=rec)
+                r = _one(secure, values, {2: victims})
+                rec.cores.close()
+                pairs = sum(1 for op in rec.ops if op.purpose == PAIR_MASK)
+                floor = _floor(rec.ops, d, pairs)
+                server_all = r["server_s"] - rec.times["one_core"] + rec.times["all_cores"]
+                row: dict[str, Any] = {
+                    "clients": n, "dim": d, "collusion": gamma, "dropout": delta,
+                    "k": params.degree, "t": params.threshold, "dropped": len(victims),
+                    "server_s_one_core": r["server_s"], "server_s_all_cores": server_all,
+                    "cores": cores, "unmask_s": rec.times, "client_s_median":
+                    r["client_s_median"], "bytes_up_per_client": r["bytes_up_per_client"],
+                    "bytes_down_per_client": r["bytes_down_per_client"],
+                    "max_abs_error": r["max_abs_error"], "floor": floor,
+                    "server_vs_floor": r["server_s"] / floor["floor_s"],
+                    "all_cores_speedup": r["server_s"] / server_all,
+                    "plain_server_s": plain["server_s"],
+                    "server_vs_plain": r["server_s"] / plain["server_s"]}
+                row["peak_traced_mib"] = _peak(
+                    PairwiseSecureSum(sparse=True, collusion_fraction=gamma, dropout_rate=delta,
+                                      unmasker=Unmasker(UnmaskExecutor.THREADS, 1)),
+                    values, {2: victims}) if n * d <= cfg["peak_max_nd"] else None
+                if (n, d) in [tuple(c) for c in cfg["flower"]] and gamma > 0.1:
+                    fl = _flower(values, params.degree, params.threshold, victims)
+                    row["flower_secaggplus"] = fl
+                    if "server_s" in fl:
+                        row["privfl_speedup_over_flower"] = fl["server_s"] / r["server_s"]
+                print(f"n={n:4d} d={d:>9,d} γ={gamma:.3g} δ={delta:.3g} k={params.degree:3d} "
+                      f"t={params.threshold:3d}  server {r['server_s']:7.3f} s "
+                      f"(x{row['server_vs_floor']:.2f} floor {floor['floor_s']:.3f} s; all "
+                      f"{cores} cores {server_all:.3f} s, x{row['all_cores_speedup']:.2f})  "
+                      f"client {r['client_s_median']:.3f} s  up "
+                      f"{r['bytes_up_per_client'] / 1e6:.2f} MB  peak "
+                      + (f"{row['peak_traced_mib']:.0f} MiB" if row["peak_traced_mib"]
+                         else "not traced")
+                      + (f"  Flower x{row['privfl_speedup_over_flower']:.0f} slower"
+                         if "privfl_speedup_over_flower" in row else ""))
+                results.append(row)
+    return {"config": cfg, "results": results}
