@@ -11,7 +11,6 @@ with *every* clamped scalar, so one agreement with a throwaway key decides it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from cryptography.hazmat.primitives import serialization
@@ -51,9 +50,19 @@ def exchange(key: X25519PrivateKey, peer: bytes, who: str) -> bytes:
             f"{who}: public key is a low-order point (the shared secret would be zero)") from exc
 
 
+_PROBE: list[X25519PrivateKey] = []
+
+
 def check_public(peer: bytes, who: str) -> None:
-    """Reject a public key that is not 32 bytes or is a low-order point."""
-    exchange(X25519PrivateKey.generate(), peer, who)
+    """Reject a public key that is not 32 bytes or is a low-order point.
+
+    X25519 with any clamped scalar (a multiple of the cofactor 8) maps exactly the low-order
+    points to the all-zero output, which ``cryptography`` refuses; the probe scalar is one
+    random key per process (the output is discarded, so it need not be fresh).
+    """
+    if not _PROBE:
+        _PROBE.append(X25519PrivateKey.generate())
+    exchange(_PROBE[0], peer, who)
 
 
 _NO_SALT = bytes(32)
@@ -67,5 +76,5 @@ def hkdf(shared: bytes, info: bytes) -> bytes:
     times the hashing, and a SecAgg+ server derives one seed per (dropped client, neighbour)
     pair. A test checks it against ``cryptography``'s HKDF.
     """
-    prk = hmac.new(_NO_SALT, shared, hashlib.sha256).digest()  # salt absent: HashLen zeros
-    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+    prk = hmac.digest(_NO_SALT, shared, "sha256")  # salt absent: HashLen zeros
+    return hmac.digest(prk, info + b"\x01", "sha256")

@@ -54,10 +54,11 @@ import secrets
 import struct
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from privfl.core import wire
@@ -185,6 +186,47 @@ def _digest(ids: Iterable[int], commits: bytes = b"") -> bytes:
 
 def _kdf(shared: bytes, label: bytes, round_id: int) -> bytes:
     return hkdf(shared, b"privfl-secagg-" + label + round_id.to_bytes(8, "little"))
+
+
+def _pair_seeds(items: list[tuple[bytes, bytes, int, int]]) -> list[bytes]:
+    """Pair-mask seeds of a dropped client (its reconstructed key) with surviving neighbours.
+
+    Module-level and data in, data out: it may run in the server's worker processes.
+    """
+    out = []
+    last: tuple[bytes, X25519PrivateKey] | None = None
+    peers: dict[bytes, X25519PublicKey] = {}  # a survivor neighbours many dropped clients
+    for sk_raw, peer_pk, peer, round_id in items:  # grouped by dropped client: one key each
+        if last is None or last[0] != sk_raw:
+            last = (sk_raw, X25519PrivateKey.from_private_bytes(sk_raw))
+        pk = peers.get(peer_pk)
+        if pk is None:
+            if len(peer_pk) != 32:
+                raise MalformedMessageError(f"client {peer}'s s_pk is not 32 bytes")
+            pk = peers[peer_pk] = X25519PublicKey.from_public_bytes(peer_pk)
+        try:
+            shared = last[1].exchange(pk)
+        except ValueError as exc:
+            raise MalformedMessageError(f"client {peer}'s s_pk is a low-order point") from exc
+        out.append(_kdf(shared, b"mask", round_id))
+    return out
+
+
+def _reconstruct_chunk(items: list[tuple[Hashable, dict[int, bytes], int]]
+                       ) -> list[tuple[Hashable, bytes]]:
+    """Shamir reconstruction of some of a round's secrets (may run in a worker process)."""
+    if not items:
+        return []
+    out = shamir.reconstruct_many({key: shares for key, shares, _ in items}, items[0][2])
+    return list(out.items())
+
+
+def _offsets(groups: Iterable[Sequence[Any]]) -> list[int]:
+    starts, total = [], 0
+    for g in groups:
+        starts.append(total)
+        total += len(g)
+    return starts
 
 
 def _commit(round_id: int, seed: bytes) -> bytes:
@@ -720,7 +762,8 @@ class _Server:
         self.stage = 0
         self.keys: dict[int, Keys] = {}
         self.graph: dict[int, tuple[int, ...]] = {}
-        self.shares_in: dict[int, dict[int, bytes]] = {}  # recipient -> sender -> ciphertext
+        # sender -> (recipients, one ciphertext row per recipient)
+        self.shares_in: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.commits: dict[int, bytes] = {}
         self.u2: set[int] = set()
         self.u3: set[int] = set()
@@ -789,12 +832,16 @@ class _Server:
             ids = _ids(msg, "ids")
             if ids != list(self.graph[client]):
                 raise MalformedMessageError("shares for the wrong neighbours")
-            cts = _split(msg.raw("ciphertexts"), _CT_BYTES, len(ids), "ciphertexts")
+            raw = msg.raw("ciphertexts")
+            if len(raw) != _CT_BYTES * len(ids):
+                raise MalformedMessageError(f"ciphertexts: {len(raw)} bytes for {len(ids)} items "
+                                            f"of {_CT_BYTES}")
             commit = msg.raw("b_commit")
             if len(commit) != 32:
                 raise MalformedMessageError("commitment must be 32 bytes")
-            for v, ct in zip(ids, cts, strict=True):
-                self.shares_in.setdefault(v, {})[client] = ct
+            # kept as one row per recipient; routed to recipients in one vectorized pass
+            self.shares_in[client] = (np.asarray(ids, dtype=np.int64), np.frombuffer(
+                raw, dtype=np.uint8).reshape(len(ids), _CT_BYTES))
             self.commits[client] = commit
             self.u2.add(client)
         elif phase == "mask":
@@ -871,15 +918,7 @@ class _Server:
             return self._share_requests()
         if phase == "mask":
             self._need(len(self.u2), "key sharing")
-            out = {}
-            for u in sorted(self.u2):
-                senders = [v for v in sorted(self.shares_in.get(u, {})) if v in self.u2]
-                self._need_neighbours(u, len(senders), "shared keys")
-                self.relayed[u] = set(senders)
-                out[u] = wire.encode(_MASK_REQ, self.round_id, {
-                    "ids": _id_array(senders),
-                    "ciphertexts": b"".join(self.shares_in[u][v] for v in senders)})
-            return out
+            return self._mask_requests()
         if phase == "consistency":
             return self._consistency_requests()
         if phase == "unmask":
@@ -887,6 +926,33 @@ class _Server:
         if phase == "finish":
             return self._finish()
         raise ProtocolViolationError(f"round {self.round_id} is finished")
+
+    def _mask_requests(self) -> dict[ClientId, bytes]:
+        """Each client's relayed shares, routed in one vectorized pass.
+
+        Every (recipient, sender, ciphertext) row of the round is sorted by recipient, then
+        sender, and sliced per recipient.
+        """
+        senders_of = sorted(c for c in self.u2 if c in self.shares_in)
+        if senders_of:
+            to = np.concatenate([self.shares_in[c][0] for c in senders_of])
+            frm = np.concatenate([np.full(len(self.shares_in[c][0]), c, dtype=np.int64)
+                                  for c in senders_of])
+            rows = np.concatenate([self.shares_in[c][1] for c in senders_of])
+        else:
+            to = frm = np.zeros(0, dtype=np.int64)
+            rows = np.zeros((0, _CT_BYTES), dtype=np.uint8)
+        order = np.lexsort((frm, to))
+        to, frm, rows = to[order], frm[order], rows[order]
+        out = {}
+        for u in sorted(self.u2):
+            lo, hi = np.searchsorted(to, [u, u + 1])
+            senders = frm[lo:hi]
+            self._need_neighbours(u, len(senders), "shared keys")
+            self.relayed[u] = set(senders.tolist())
+            out[u] = wire.encode(_MASK_REQ, self.round_id, {
+                "ids": senders.astype(_IDS), "ciphertexts": rows[lo:hi].tobytes()})
+        return out
 
     def _u1_digest(self) -> bytes:
         return _digest(self.u1, b"".join(self.nonce_commits[v] for v in self.u1)
@@ -1001,8 +1067,12 @@ class _Server:
         wanted: dict[Hashable, Mapping[int, bytes]] = {
             **{("b", u): self.b_shares[u] for u in sorted(self.u3)},
             **{("sk", v): self.sk_shares[v] for v in masked_with}}
+        # the round's keystream, roughly: what decides whether worker processes pay off
+        weight = (len(self.u3) + len(masked_with) * self.plan.degree) * self.cfg.length
         try:
-            secrets_ = shamir.reconstruct_many(wanted, t)
+            secrets_ = dict(self.unmasker.map_chunks(
+                _reconstruct_chunk, [(key, dict(sh), t) for key, sh in wanted.items()],
+                weight=weight))
         except ProtocolAbortError as exc:
             raise ProtocolAbortError(f"round {self.round_id}: {exc}") from exc
         ops: list[MaskOp] = []
@@ -1012,15 +1082,19 @@ class _Server:
                 raise ProtocolAbortError(f"round {self.round_id}: the shares of client {u}'s "
                                          "self mask are inconsistent with its commitment.")
             ops.append(MaskOp(seed, SELF_MASK, subtract=True))
+        agreements: list[tuple[bytes, bytes, int, int]] = []
         for v, us in masked_with.items():
-            sk = X25519PrivateKey.from_private_bytes(secrets_[("sk", v)])
-            if public_bytes(sk) != self.keys[v][1]:
+            sk_raw = secrets_[("sk", v)]
+            if public_bytes(X25519PrivateKey.from_private_bytes(sk_raw)) != self.keys[v][1]:
                 raise ProtocolAbortError(f"round {self.round_id}: the key shares of client {v} "
                                          "do not match its advertised key.")
-            for u in us:
-                seed = _kdf(exchange(sk, self.keys[u][1], f"client {u}'s s_pk"), b"mask",
-                            self.round_id)
-                ops.append(MaskOp(seed, PAIR_MASK, subtract=u < v))  # u added +PRG iff u < v
+            agreements += [(sk_raw, self.keys[u][1], u, self.round_id) for u in us]
+        # one X25519 agreement and KDF per (dropped, surviving neighbour) pair, on every core
+        seeds = self.unmasker.map_chunks(_pair_seeds, agreements, weight=weight)
+        for (v, us), start in zip(masked_with.items(), _offsets(masked_with.values()),
+                                  strict=True):
+            for i, u in enumerate(us):  # u added +PRG(seed) iff u < v
+                ops.append(MaskOp(seeds[start + i], PAIR_MASK, subtract=u < v))
         for u, v in self._one_sided():
             revealed = self.pair_seeds.get((v, u))
             if revealed is None:

@@ -11,6 +11,7 @@ executor ran which shard, in whatever order.
 
 Executors (:class:`UnmaskExecutor`):
 
+* ``AUTO`` (default) — in this thread for small rounds, worker processes for large ones.
 * ``THREADS`` — shards on threads of this process, writing into disjoint slices of the sum.
   OpenSSL's ChaCha20 and numpy's ring addition release the GIL, so threads scale with cores
   without copying the sum.
@@ -32,7 +33,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,9 +45,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from privfl.errors import ConfigurationError
 from privfl.secagg.prg import zero_bytes
 
-__all__ = ["MaskOp", "UnmaskExecutor", "Unmasker", "net_mask", "shards"]
+__all__ = ["AUTO_PROCESSES_WORDS", "MaskOp", "UnmaskExecutor", "Unmasker", "net_mask", "shards"]
 
 _BLOCK = 64  # ChaCha20 block bytes
+AUTO_PROCESSES_WORDS = 1 << 28
+"""Keystream words (masks × length) above which ``AUTO`` unmasks in worker processes:
+about 0.3 s of ChaCha20 on one core, well above a process pool's dispatch cost."""
 _MIN_SHARD_WORDS = 1 << 14  # below this a shard costs more to dispatch than to compute
 
 
@@ -62,6 +66,9 @@ class MaskOp:
 class UnmaskExecutor(enum.Enum):
     """Where the shards of a round's unmasking run."""
 
+    AUTO = "auto"
+    """In this thread for a small round; worker processes once a round's keystream exceeds
+    :data:`AUTO_PROCESSES_WORDS` words (their pool starts once and is reused)."""
     THREADS = "threads"
     PROCESSES = "processes"
     RAY = "ray"
@@ -124,13 +131,13 @@ class Unmasker:
     """Removes a round's masks from the masked sum, sharded over ``workers``.
 
     Args:
-        executor: Threads (default), worker processes or Ray tasks.
+        executor: Automatic (default), threads, worker processes or Ray tasks.
         workers: Shards per round (0: one per core of this machine; with Ray, one per CPU of
             the cluster).
         address: Ray cluster address (``None``: the running or a new local instance).
     """
 
-    executor: UnmaskExecutor = UnmaskExecutor.THREADS
+    executor: UnmaskExecutor = UnmaskExecutor.AUTO
     workers: int = 0
     address: str | None = None
     _pool: Executor | None = field(default=None, init=False, repr=False)
@@ -167,13 +174,60 @@ class Unmasker:
             self._ray = ray
         return self._ray
 
+    def _mode(self, words: int) -> UnmaskExecutor | None:
+        """The executor for ``words`` of keystream; ``None``: inline, in this thread."""
+        if self.executor is UnmaskExecutor.AUTO:
+            if words < AUTO_PROCESSES_WORDS or self._parts() == 1:
+                return None
+            return UnmaskExecutor.PROCESSES
+        return self.executor
+
+    def _process_pool(self) -> Executor:
+        if not isinstance(self._pool, ProcessPoolExecutor):
+            import multiprocessing as mp
+
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ProcessPoolExecutor(max(1, self._parts()),
+                                             mp_context=mp.get_context("spawn"))
+        return self._pool
+
+    def warm_up(self) -> None:
+        """Start the worker pool now (it otherwise starts with the first large round)."""
+        if self.executor in (UnmaskExecutor.AUTO, UnmaskExecutor.PROCESSES) and \
+                self._parts() > 1:
+            pool = self._process_pool()
+            list(pool.map(int, range(self._parts())))
+
+    def map_chunks(self, fn: Callable[[list[Any]], list[Any]], items: list[Any],
+                   weight: int) -> list[Any]:
+        """``fn`` over ``items`` cut into one chunk per worker, concatenated in order.
+
+        ``fn`` must be a module-level function (it may run in another process) and its
+        results data. ``weight`` is the work in keystream-word equivalents, for ``AUTO``.
+        """
+        mode = self._mode(weight)
+        if mode is None or mode is UnmaskExecutor.THREADS or len(items) < 2:
+            return fn(items)
+        parts = max(1, min(self._parts(), len(items)))
+        edges = [round(i * len(items) / parts) for i in range(parts + 1)]
+        chunks = [items[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+        if mode is UnmaskExecutor.PROCESSES:
+            outs = list(self._process_pool().map(fn, chunks))
+        else:
+            ray = self._ray_module()
+            task = ray.remote(num_cpus=1)(fn)
+            outs = ray.get([task.remote(c) for c in chunks])
+        return [x for out in outs for x in out]
+
     def remove(self, acc: npt.NDArray[Any], ops: Sequence[MaskOp], round_id: int) -> None:
         """Remove every mask of ``ops`` from ``acc`` in place, bit-identical for any executor."""
+        mode = self._mode(len(acc) * len(ops))
         parts = shards(len(acc), acc.dtype.itemsize, self._parts())
-        if len(parts) == 1 and self.executor is UnmaskExecutor.THREADS:
+        if mode is None or (len(parts) == 1 and mode is UnmaskExecutor.THREADS):
             _apply(acc, ops, round_id, 0, np.empty_like(acc))
             return
-        if self.executor is UnmaskExecutor.THREADS:
+        if mode is UnmaskExecutor.THREADS:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max(1, self._parts()),
                                                 thread_name_prefix="privfl-unmask")
@@ -184,14 +238,10 @@ class Unmasker:
             return
         seeds, purposes, signs = _pack(ops)
         dtype = acc.dtype.str
-        if self.executor is UnmaskExecutor.PROCESSES:
-            if self._pool is None:
-                import multiprocessing as mp
-
-                self._pool = ProcessPoolExecutor(max(1, self._parts()),
-                                                 mp_context=mp.get_context("spawn"))
-            results = [self._pool.submit(net_mask, seeds, purposes, signs, round_id, lo, hi,
-                                         dtype) for lo, hi in parts]
+        if mode is UnmaskExecutor.PROCESSES:
+            pool = self._process_pool()
+            results = [pool.submit(net_mask, seeds, purposes, signs, round_id, lo, hi, dtype)
+                       for lo, hi in parts]
             outs = [f.result() for f in results]
         else:
             ray = self._ray_module()
