@@ -5,17 +5,19 @@ from :func:`~privfl.secagg.params.find_params` — one round with 10% of the cli
 before the masked upload (after sharing keys: their masks must be removed). Reported: the
 server's seconds over all stages with one unmasking thread and with every core, the median
 client's seconds, bytes up and down per client, the peak memory traced during the round
-(tracemalloc, numpy included: the server's state plus one client's transient buffers, since
-clients run one after another; a second, traced round, skipped where n·d > 10⁸), and the
+(tracemalloc, numpy included, all roles in one process: the server's state, the transport's
+buffered replies of one stage and one client's transient buffers; a second, traced round,
+skipped where n·d > 10⁸), and the
 **floor**: the work no implementation can avoid — expanding and subtracting one ChaCha20 mask
 of d words per survivor and per (dropped client, surviving neighbour) pair, plus one X25519
 agreement per such pair — timed with the same primitives, on one core, in the same run. A
 plain sum of the same vectors is the baseline.
 
-Server time on all cores: the round's parallel part — the pair agreements of dropped clients
-and the unmasking (:class:`~privfl.secagg.unmask.Unmasker`; pure functions of the round's
-seeds and masked sum) — runs on the same inputs with one thread and on a warm pool of one worker
-process per core (started before the round, as a long-running server keeps it); each variant's
+Server time on all cores: the round's parallel part — Shamir reconstruction, the pair agreements
+of dropped clients and the unmasking (:class:`~privfl.secagg.unmask.Unmasker`; pure functions
+of the round's shares, seeds and masked sum) — runs on the same inputs with one thread and with
+the default ``AUTO`` executor on every core (in-line below 2²⁸ keystream words, else a pool of
+worker processes, started before the round as a long-running server keeps it); each variant's
 time is added to the rest of the server's work, which is identical. Flower 1.41's SecAgg+ runs
 at the same k and t (num_shares = k + 1, its reconstruction threshold t) where ``flwr`` is
 installed, at n = 100, d = 10⁵ (its server takes over a minute there).
@@ -51,21 +53,22 @@ CONFIG: dict[str, Any] = {
     "fractions": [(1 / 3, 0.2), (0.05, 0.05)], "clients": [100, 1000],
     "dims": [100_000, 1_000_000], "drop_fraction": 0.1, "flower": [(100, 100_000)],
     # the traced second round of n = 1000, d = 10⁶ would take another 8 minutes per case
-    "peak_max_nd": 10**8, "repeats": 3}
+    "peak_max_nd": 10**8, "repeats": 3, "no_peak": False}
 
 
 class _Recording(Unmasker):
     """The round's parallelisable work (pair agreements, unmasking) on one core and on all.
 
-    Each call runs the same pure function of the same inputs twice — with one thread and with
-    a warm pool of one worker process per core — checks that the results are identical, and
-    records both times and the wrapper's own overhead, so that the server's time can be stated
-    for either configuration.
+    Each call runs the same pure function of the same inputs twice — with one thread, and with
+    the default ``AUTO`` executor on all cores (inline for a small round, else a warm pool of
+    one worker process per core, started before the round) — checks that the results are
+    identical, and records both times and the wrapper's own overhead, so that the server's time
+    can be stated for either configuration.
     """
 
     def __init__(self, cores: int) -> None:
         super().__init__(UnmaskExecutor.THREADS, 1)
-        self.cores = Unmasker(UnmaskExecutor.PROCESSES, cores)
+        self.cores = Unmasker(UnmaskExecutor.AUTO, cores)  # what a server gets by default
         self.cores.warm_up()
         self.times = {"one_core": 0.0, "all_cores": 0.0, "wrapper": 0.0}
         self.ops: list[MaskOp] = []
@@ -191,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "server_vs_floor": vs_floor, "all_cores_speedup": speedup,
                     "plain_server_s": plain["server_s"],
                     "server_vs_plain": r["server_s"] / plain["server_s"]}
-                row["peak_traced_mib"] = _peak(
+                row["peak_traced_mib"] = None if cfg.get("no_peak") else _peak(
                     PairwiseSecureSum(sparse=True, collusion_fraction=gamma, dropout_rate=delta,
                                       unmasker=Unmasker(UnmaskExecutor.THREADS, 1)),
                     values, {2: victims}) if n * d <= cfg["peak_max_nd"] else None

@@ -188,6 +188,15 @@ def _kdf(shared: bytes, label: bytes, round_id: int) -> bytes:
     return hkdf(shared, b"privfl-secagg-" + label + round_id.to_bytes(8, "little"))
 
 
+def _pair_seed_batches(batches: list[tuple[bytes, bytes, list[int], int]]) -> list[bytes]:
+    """:func:`_pair_seeds` over batches packed as (keys, public keys, peers, round)."""
+    out: list[bytes] = []
+    for sks, pks, peers, round_id in batches:
+        out += _pair_seeds([(sks[32 * i:32 * i + 32], pks[32 * i:32 * i + 32], p, round_id)
+                            for i, p in enumerate(peers)])
+    return out
+
+
 def _pair_seeds(items: list[tuple[bytes, bytes, int, int]]) -> list[bytes]:
     """Pair-mask seeds of a dropped client (its reconstructed key) with surviving neighbours.
 
@@ -212,13 +221,31 @@ def _pair_seeds(items: list[tuple[bytes, bytes, int, int]]) -> list[bytes]:
     return out
 
 
-def _reconstruct_chunk(items: list[tuple[Hashable, dict[int, bytes], int]]
+def _reconstruct_chunk(items: list[tuple[list[Hashable], np.ndarray, np.ndarray]]
                        ) -> list[tuple[Hashable, bytes]]:
-    """Shamir reconstruction of some of a round's secrets (may run in a worker process)."""
-    if not items:
-        return []
-    out = shamir.reconstruct_many({key: shares for key, shares, _ in items}, items[0][2])
-    return list(out.items())
+    """Shamir reconstruction of slices of a round's share table (may run in a worker process).
+
+    Each item is (keys, xs, ys) for a slice of secrets: a few arrays cross the process
+    boundary, not one object per secret.
+    """
+    out: list[tuple[Hashable, bytes]] = []
+    for keys, xs, ys in items:
+        out += list(shamir.interpolate(keys, xs, ys).items())
+    return out
+
+
+def _slices(count: int, parts: int) -> list[tuple[int, int]]:
+    parts = max(1, min(parts, count))
+    edges = [round(i * count / parts) for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if a < b]
+
+
+def _rows(blob: bytes, count: int, what: str) -> np.ndarray:
+    """``count`` Shamir shares as a (count, 9) array of u32 limbs."""
+    if len(blob) != shamir.SHARE_BYTES * count:
+        raise MalformedMessageError(f"{what}: {len(blob)} bytes for {count} shares of "
+                                    f"{shamir.SHARE_BYTES}")
+    return np.frombuffer(blob, dtype="<u4").reshape(count, shamir.LIMBS)
 
 
 def _offsets(groups: Iterable[Sequence[Any]]) -> list[int]:
@@ -772,8 +799,9 @@ class _Server:
         self._one_sided_cache: tuple[frozenset[int], list[tuple[int, int]]] | None = None
         self.acc = np.zeros(cfg.length, dtype=cfg.ring.dtype)
         self.unmask_from: set[int] = set()
-        self.b_shares: dict[int, dict[int, bytes]] = {}
-        self.sk_shares: dict[int, dict[int, bytes]] = {}
+        # kind ("b": self-mask seeds, "sk": keys) -> (owners, holder's point, share words)
+        self._share_rows: dict[str, list[tuple[np.ndarray, int, np.ndarray]]] = {
+            "b": [], "sk": []}
         self.pair_seeds: dict[tuple[int, int], bytes] = {}  # (revealer, peer) -> seed
         self.requested: dict[int, tuple[list[int], list[int], list[int]]] = {}
 
@@ -871,13 +899,12 @@ class _Server:
             if (_ids(msg, "b_ids") != want_b or _ids(msg, "sk_ids") != want_sk
                     or _ids(msg, "seed_ids") != want_seeds):
                 raise MalformedMessageError("unmask reply for other clients than requested")
-            b = _split(msg.raw("b_shares"), shamir.SHARE_BYTES, len(want_b), "b_shares")
-            sk = _split(msg.raw("sk_shares"), shamir.SHARE_BYTES, len(want_sk), "sk_shares")
+            b = _rows(msg.raw("b_shares"), len(want_b), "b_shares")
+            sk = _rows(msg.raw("sk_shares"), len(want_sk), "sk_shares")
             seeds = _split(msg.raw("seeds"), 32, len(want_seeds), "seeds")
-            for v, s in zip(want_b, b, strict=True):
-                self.b_shares.setdefault(v, {})[client + 1] = s
-            for v, s in zip(want_sk, sk, strict=True):
-                self.sk_shares.setdefault(v, {})[client + 1] = s
+            # one row per share, gathered per secret by one sort at the end of the round
+            self._share_rows["b"].append((np.asarray(want_b, np.int64), client + 1, b))
+            self._share_rows["sk"].append((np.asarray(want_sk, np.int64), client + 1, sk))
             for v, s in zip(want_seeds, seeds, strict=True):
                 self.pair_seeds[(client, v)] = s
             self.unmask_from.add(client)
@@ -1039,40 +1066,49 @@ class _Server:
             out[u] = wire.encode(_UNMASK_REQ, self.round_id, values)
         return out
 
+    def _table(self, kind: str, owners: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The first t shares by point of each owner's secret of ``kind`` (one sort)."""
+        rows = self._share_rows[kind]
+        if rows:
+            own = np.concatenate([r[0] for r in rows])
+            pts = np.concatenate([np.full(len(r[0]), r[1], np.int64) for r in rows])
+            words = np.concatenate([r[2] for r in rows])
+        else:
+            own = pts = np.zeros(0, np.int64)
+            words = np.zeros((0, shamir.LIMBS), np.uint32)
+        return shamir.share_table(own, pts, words, owners, self.plan.threshold)
+
+    def shares_of(self, kind: str, owner: int) -> dict[int, bytes]:
+        """Every share of ``owner``'s secret of ``kind`` ("b" or "sk") received, by point."""
+        return {x: words[i].tobytes() for owners, x, words in self._share_rows[kind]
+                for i in np.flatnonzero(owners == owner)}
+
     def _mask_ops(self) -> list[MaskOp]:
         """Every mask to remove, from the reconstructed and checked secrets of the round.
 
         All secrets are reconstructed in one vectorized pass; each is then checked against
         its commitment (self masks) or advertised public key (dropped clients' keys).
         """
-        t = self.plan.threshold
-        for u in sorted(self.u3):
-            got = len(self.b_shares.get(u, {}))
-            if got < t:
-                raise ProtocolAbortError(
-                    f"round {self.round_id}: {got} holders returned shares of client {u}'s "
-                    f"self mask; {t} are needed.")
         masked_with: dict[int, list[int]] = {}  # dropped v -> uploaders that masked with v
         dropped = self.u2 - self.u3
         for u in sorted(self.u3):
             for v in self.peers[u] & dropped:
                 masked_with.setdefault(v, []).append(u)
         masked_with = {v: masked_with[v] for v in sorted(masked_with)}
-        for v in masked_with:  # nobody masked with v: nothing to remove, nothing to rebuild
-            got = len(self.sk_shares.get(v, {}))
-            if got < t:
-                raise ProtocolAbortError(
-                    f"round {self.round_id}: {got} holders returned shares of dropped client "
-                    f"{v}'s key; {t} are needed.")
-        wanted: dict[Hashable, Mapping[int, bytes]] = {
-            **{("b", u): self.b_shares[u] for u in sorted(self.u3)},
-            **{("sk", v): self.sk_shares[v] for v in masked_with}}
+        # nobody masked with a dropped client outside masked_with: nothing to rebuild for it
+        tables = []
+        for kind, owners, what in (("b", sorted(self.u3), "self mask"),
+                                   ("sk", list(masked_with), "key")):
+            try:
+                tables.append((kind, owners, *self._table(kind, owners)))
+            except ProtocolAbortError as exc:
+                raise ProtocolAbortError(f"round {self.round_id}, {what} shares: {exc}") from exc
         # the round's keystream, roughly: what decides whether worker processes pay off
         weight = (len(self.u3) + len(masked_with) * self.plan.degree) * self.cfg.length
+        items = [([(kind, c) for c in owners[a:b]], xs[a:b], ys[a:b])
+                 for kind, owners, xs, ys in tables for a, b in _slices(len(owners), 8)]
         try:
-            secrets_ = dict(self.unmasker.map_chunks(
-                _reconstruct_chunk, [(key, dict(sh), t) for key, sh in wanted.items()],
-                weight=weight))
+            secrets_ = dict(self.unmasker.map_chunks(_reconstruct_chunk, items, weight=weight))
         except ProtocolAbortError as exc:
             raise ProtocolAbortError(f"round {self.round_id}: {exc}") from exc
         ops: list[MaskOp] = []
@@ -1090,7 +1126,11 @@ class _Server:
                                          "do not match its advertised key.")
             agreements += [(sk_raw, self.keys[u][1], u, self.round_id) for u in us]
         # one X25519 agreement and KDF per (dropped, surviving neighbour) pair, on every core
-        seeds = self.unmasker.map_chunks(_pair_seeds, agreements, weight=weight)
+        batches = [(b"".join(a[0] for a in agreements[lo:hi]),
+                    b"".join(a[1] for a in agreements[lo:hi]),
+                    [a[2] for a in agreements[lo:hi]], self.round_id)
+                   for lo, hi in _slices(len(agreements), 16)]
+        seeds = self.unmasker.map_chunks(_pair_seed_batches, batches, weight=weight)
         for (v, us), start in zip(masked_with.items(), _offsets(masked_with.values()),
                                   strict=True):
             for i, u in enumerate(us):  # u added +PRG(seed) iff u < v

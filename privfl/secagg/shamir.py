@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from privfl.errors import ConfigurationError, ProtocolAbortError
 
-__all__ = ["LIMBS", "MAX_POINT", "PRIME", "SHARE_BYTES", "reconstruct", "reconstruct_many",
-           "share", "share_many"]
+__all__ = ["LIMBS", "MAX_POINT", "PRIME", "SHARE_BYTES", "interpolate", "reconstruct",
+           "reconstruct_many", "share", "share_many", "share_table"]
 
 PRIME = 2**32 - 5
 """q, the field's prime."""
@@ -184,9 +185,26 @@ def reconstruct_many(shares: Mapping[Hashable, Mapping[int, bytes]], threshold: 
         xs[s] = [x for x, _ in points]
         ys[s] = np.frombuffer(b"".join(raw for _, raw in points), dtype="<u4").reshape(
             threshold, LIMBS)
+    return interpolate(keys, xs, ys)
+
+
+def interpolate(keys: Sequence[Hashable], xs: Array, ys: npt.NDArray[Any]
+                ) -> dict[Hashable, bytes]:
+    """The secrets at 0 of the share table ``xs`` (S, t) and ``ys`` (S, t, 9), one per key.
+
+    ``ys`` may be u32 words as received or u64.
+
+    Raises:
+        ProtocolAbortError: A limb outside the field, or a result that is not a 256-bit secret
+            (inconsistent shares), naming the secret's key.
+    """
+    if len(keys) != len(xs) or xs.ndim != 2 or ys.shape != xs.shape + (LIMBS,):
+        raise ProtocolAbortError("malformed share table")
+    ys = ys.astype(np.uint64, copy=False)
     if (ys >= _Q).any():
         bad = keys[int(np.flatnonzero((ys >= _Q).any(axis=(1, 2)))[0])]
         raise ProtocolAbortError(f"a share of secret {bad!r} is not an element of the field")
+    threshold = xs.shape[1]
     out: dict[Hashable, bytes] = {}
     batch = max(1, _BATCH_WORDS // max(1, threshold * threshold))
     for lo in range(0, len(keys), batch):
@@ -200,6 +218,44 @@ def reconstruct_many(shares: Mapping[Hashable, Mapping[int, bytes]], threshold: 
                     f"{keys[lo + s]!r})")
             out[keys[lo + s]] = _from_limbs(limbs[s])
     return out
+
+
+def share_table(owners: npt.NDArray[np.int64], points: npt.NDArray[np.int64],
+                words: npt.NDArray[np.uint32], wanted: Sequence[int], threshold: int
+                ) -> tuple[Array, npt.NDArray[np.uint32]]:
+    """Gather, for each ``wanted`` owner, its first ``threshold`` shares by point.
+
+    ``owners[i]``, ``points[i]`` and ``words[i]`` (nine u32 limbs) describe share row i, as a
+    server collects them from holders' replies: this replaces a dictionary per secret with one
+    sort of all rows.
+
+    Returns:
+        ``xs`` (S, t) and ``ys`` (S, t, 9) for :func:`interpolate`.
+
+    Raises:
+        ProtocolAbortError: A wanted owner with fewer than ``threshold`` shares, a point
+            outside [1, MAX_POINT], or a point repeated for one owner.
+    """
+    if not (len(owners) == len(points) == len(words)) or words.shape[1:] != (LIMBS,):
+        raise ProtocolAbortError("malformed share rows")
+    if len(points) and (points.min() < 1 or points.max() > MAX_POINT):
+        raise ProtocolAbortError("a share point is outside the field")
+    order = np.lexsort((points, owners))
+    owners, points, words = owners[order], points[order], words[order]
+    dup = (owners[1:] == owners[:-1]) & (points[1:] == points[:-1])
+    if dup.any():
+        raise ProtocolAbortError(f"two shares of secret {int(owners[1:][dup][0])} at one point")
+    want = np.asarray(wanted, dtype=np.int64)
+    lo = np.searchsorted(owners, want, side="left")
+    hi = np.searchsorted(owners, want, side="right")
+    short = np.flatnonzero(hi - lo < threshold)
+    if len(short):
+        i = int(short[0])
+        raise ProtocolAbortError(
+            f"secret reconstruction needs {threshold} shares; only {int(hi[i] - lo[i])} "
+            f"arrived (secret {int(want[i])}).")
+    idx = lo[:, None] + np.arange(threshold)[None, :]
+    return points[idx].astype(np.uint64), words[idx]
 
 
 def reconstruct(shares: Mapping[int, bytes], threshold: int) -> bytes:

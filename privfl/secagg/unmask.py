@@ -120,6 +120,14 @@ def net_mask(seeds: bytes, purposes: bytes, signs: bytes, round_id: int, lo: int
     return target.tobytes()
 
 
+def _import_all(modules: tuple[str, ...]) -> int:
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    return os.getpid()
+
+
 def _pack(ops: Sequence[MaskOp]) -> tuple[bytes, bytes, bytes]:
     return (b"".join(op.seed for op in ops),
             np.array([op.purpose for op in ops], dtype="<u4").tobytes(),
@@ -192,12 +200,15 @@ class Unmasker:
                                              mp_context=mp.get_context("spawn"))
         return self._pool
 
-    def warm_up(self) -> None:
-        """Start the worker pool now (it otherwise starts with the first large round)."""
+    def warm_up(self, modules: Sequence[str] = ("privfl.secagg.pairwise",)) -> None:
+        """Start the worker pool now and import ``modules`` in every worker.
+
+        A pool otherwise starts, and its workers import privfl, with the first large round.
+        """
         if self.executor in (UnmaskExecutor.AUTO, UnmaskExecutor.PROCESSES) and \
                 self._parts() > 1:
             pool = self._process_pool()
-            list(pool.map(int, range(self._parts())))
+            list(pool.map(_import_all, [tuple(modules)] * self._parts()))
 
     def map_chunks(self, fn: Callable[[list[Any]], list[Any]], items: list[Any],
                    weight: int) -> list[Any]:

@@ -113,14 +113,14 @@ def test_within_the_assumptions_the_coalition_learns_nothing_about_the_victim() 
     ring = server.cfg.ring  # type: ignore[attr-defined]
     acc = h.y[victim].copy()
     scratch = np.empty_like(acc)
-    b = shamir.reconstruct(server.b_shares[victim], server.plan.threshold)  # type: ignore[attr-defined]
+    b = shamir.reconstruct(server.shares_of("b", victim), server.plan.threshold)  # type: ignore[attr-defined]
     expand_mask(b, len(acc), acc.dtype, purpose=SELF_MASK, round_id=ROUND, out=scratch)
     acc -= scratch
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     known: dict[int, bytes] = {}
     for w in dropped:
         sk = X25519PrivateKey.from_private_bytes(
-            shamir.reconstruct(server.sk_shares[w], server.plan.threshold))  # type: ignore[attr-defined]
+            shamir.reconstruct(server.shares_of("sk", w), server.plan.threshold))  # type: ignore[attr-defined]
         known[w] = _kdf(exchange(sk, server.keys[victim][1], "pk"), b"mask", ROUND)  # type: ignore[attr-defined]
     for c in colluders:
         known[c] = h.sessions[c]._pair_seed(victim)  # type: ignore[attr-defined]
