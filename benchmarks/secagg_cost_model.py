@@ -12,8 +12,8 @@ and k, t from :func:`~privfl.secagg.params.find_params`. The model, per round:
 * serial server work (message decoding, validation, share routing, folding uploads):
   a·n·k + b·n·d, fitted to the measured server time less its parallel part at n = 100 and
   n = 1000 (d = 10⁵);
-* bytes per client: up 4d + k·c_up + e_up, down k·c_down + e_down, fitted to the measured bytes
-  at n = 100 and 1000.
+* bytes per client: up c_d·d + k·c_up + e_up, down k·c_down + e_down, fitted to the measured
+  bytes (c_d from d = 10⁵ and 10⁶ at n = 100; c_up and c_down from n = 100 and 1000).
 
 c_w, c_a and c_sh are the floor's and the run's own measurements (one core of the machine that
 ran the suite). "Cores for a 60 s round" is the parallel work divided by (60 s − serial work);
@@ -62,18 +62,20 @@ def calibrate(results: list[dict[str, Any]]) -> dict[str, float]:
     det = x1 * y2 - x2 * y1
     a = max((s1 * y2 - s2 * y1) / det, 0.0)
     b = max((x1 * s2 - x2 * s1) / det, 0.0)
-    # bytes: up = 4d + k·c_up + e_up, down = k·c_down + e_down
+    # bytes: up = c_d·d + c_up·k + e_up (c_d from the two dims at n = 100), down = c_down·k + e
     r1, r2 = rows[(100, 100_000)], rows[(1000, 100_000)]
-    c_up = ((r2["bytes_up_per_client"] - 4 * r2["dim"]) - (r1["bytes_up_per_client"]
-                                                            - 4 * r1["dim"])) / (r2["k"] - r1["k"])
-    e_up = r1["bytes_up_per_client"] - 4 * r1["dim"] - c_up * r1["k"]
+    r1d = rows[(100, 1_000_000)]
+    c_d = (r1d["bytes_up_per_client"] - r1["bytes_up_per_client"]) / (r1d["dim"] - r1["dim"])
+    c_up = ((r2["bytes_up_per_client"] - r1["bytes_up_per_client"])
+            - c_d * (r2["dim"] - r1["dim"])) / (r2["k"] - r1["k"])
+    e_up = r1["bytes_up_per_client"] - c_d * r1["dim"] - c_up * r1["k"]
     c_down = (r2["bytes_down_per_client"] - r1["bytes_down_per_client"]) / (r2["k"] - r1["k"])
     e_down = r1["bytes_down_per_client"] - c_down * r1["k"]
     # Shamir: what the parallel part holds beyond masks and agreements, per S·t²
     par = big["parallel_part_s"]["one_core"]
     s_secrets = fl["masks"] - fl["agreements"] + big["dropped"]
     c_sh = max(par - fl["masks_s"] - fl["agreements_s"], 0.0) / (s_secrets * big["t"] ** 2)
-    return {"c_w": c_w, "c_a": c_a, "c_sh": c_sh, "a": a, "b": b, "c_up": c_up,
+    return {"c_w": c_w, "c_a": c_a, "c_sh": c_sh, "a": a, "b": b, "c_d": c_d, "c_up": c_up,
             "e_up": e_up, "c_down": c_down, "e_down": e_down}
 
 
@@ -88,7 +90,7 @@ def project(n: int, d: int, c: dict[str, float]) -> dict[str, Any]:
     agreements = dropped * k_s
     parallel = words * c["c_w"] + agreements * c["c_a"] + c["c_sh"] * (survivors + dropped) * t**2
     serial = c["a"] * n * k + c["b"] * n * d
-    up = 4 * d + k * c["c_up"] + c["e_up"]
+    up = c["c_d"] * d + k * c["c_up"] + c["e_up"]
     down = k * c["c_down"] + c["e_down"]
     room = BUDGET_S - serial
     cores = math.inf if room <= 0 else max(1, math.ceil(parallel / room))
@@ -114,8 +116,9 @@ def table(results: list[dict[str, Any]]) -> str:
     units = (f"Calibration: c_w = {c['c_w'] * 1e9:.3f} ns per keystream word, c_a = "
              f"{c['c_a'] * 1e6:.1f} µs per agreement, c_sh = {c['c_sh'] * 1e9:.3f} ns per "
              f"secret·t², serial a = {c['a'] * 1e6:.2f} µs per client·neighbour and b = "
-             f"{c['b'] * 1e9:.3f} ns per client·parameter; bytes up 4d + {c['c_up']:.0f}·k "
-             f"+ {c['e_up']:.0f}, down {c['c_down']:.0f}·k + {c['e_down']:.0f}.")
+             f"{c['b'] * 1e9:.3f} ns per client·parameter; bytes up {c['c_d']:.3f}·d + "
+             f"{c['c_up']:.0f}·k + {c['e_up']:.0f}, down {c['c_down']:.0f}·k + "
+             f"{c['e_down']:.0f}.")
     return "\n".join(lines) + "\n\n" + units + "\n"
 
 
