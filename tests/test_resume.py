@@ -234,3 +234,35 @@ def test_real_ctrl_c_then_resume_from_the_command_line(tmp_path: Path) -> None:
     assert np.array_equal(final["run"]["server"]["params"], whole.params), f"cut at {done}"
     report = json.loads((tmp_path / "cut" / "privacy_report.json").read_text())
     assert [u["epsilon"] for u in report["units"]] == [e for _, e in _epsilons(whole)]
+
+
+def test_a_checkpoint_holds_no_secret_key(tmp_path: Path) -> None:
+    """Attack the file: the CKKS secret key must not be recoverable from a checkpoint."""
+    from privfl import resume as durable
+    from privfl.experiment import build_run
+
+    cfg = _cfg(rounds=1, secure="ckks", dp="local", epsilon=8.0, local_steps=2)
+    driver, _ = build_run(cfg)
+    history = driver.run()
+    tree = durable.capture(driver, history, None, "digest")
+    durable.write(tmp_path, tree)
+    raw = (tmp_path / CHECKPOINT).read_bytes()
+    secret = driver.secure_sum.client_secrets().export_secret(
+        i_understand_this_reveals_the_key=True)
+    assert len(secret) >= 32  # COMPACT exports the seed its per-round keys derive from
+    windows = [secret[i:i + 16] for i in range(len(secret) - 16)]
+    assert not any(w in raw for w in windows)
+    # nor any field named like a key
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            names.update(node)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(load_state(tmp_path / CHECKPOINT))
+    assert not [n for n in names if any(w in n.lower() for w in ("secret", "private", "sk"))]

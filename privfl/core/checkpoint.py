@@ -51,9 +51,11 @@ __all__ = [
     "Stateful",
     "generator_state",
     "load_state",
+    "optional_generator_state",
     "require",
     "require_array",
     "restore_generator",
+    "restore_optional_generator",
     "save_state",
 ]
 
@@ -256,6 +258,27 @@ def restore_generator(gen: np.random.Generator, state: Mapping[str, Any]) -> Non
             "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"bad generator state: {exc!r}") from exc
+
+
+def optional_generator_state(gen: Any) -> dict[str, Any] | None:
+    """:func:`generator_state` of a seeded generator; ``None`` for the CSPRNG (or none)."""
+    return generator_state(gen) if isinstance(gen, np.random.Generator) else None
+
+
+def restore_optional_generator(gen: Any, state: Mapping[str, Any], key: str, what: str
+                               ) -> None:
+    """Restore ``state[key]`` (from :func:`optional_generator_state`) into ``gen``.
+
+    Raises:
+        CheckpointError: The checkpoint and this run disagree on whether ``what`` is seeded.
+    """
+    saved = require(state, key, (dict, type(None)))
+    seeded = isinstance(gen, np.random.Generator)
+    if (saved is None) == seeded:
+        raise CheckpointError(f"the checkpoint and this run disagree on whether {what} is "
+                              "seeded or drawn from the CSPRNG (secure_randomness)")
+    if seeded:
+        restore_generator(gen, saved)
 
 
 def require(state: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

@@ -530,12 +530,10 @@ class ServerRole:
         share them with the DP plan). A CSPRNG has no state to save: a resumed run keeps
         sampling from fresh OS randomness, as the privacy analysis assumes.
         """
-        from privfl.core.checkpoint import generator_state
+        from privfl.core.checkpoint import optional_generator_state
 
-        rng = self._rng
         return {"params": np.array(self.params, copy=True),
-                "sampling_rng": (generator_state(rng) if isinstance(rng, np.random.Generator)
-                                 else None),
+                "sampling_rng": optional_generator_state(self._rng),
                 "optimizer": (self.server_optimizer.state_dict()
                               if hasattr(self.server_optimizer, "state_dict") else None),
                 "stages": self.chain.state_dict()}
@@ -546,17 +544,15 @@ class ServerRole:
         Raises:
             CheckpointError: A state of another model shape, sampling or stage chain.
         """
-        from privfl.core.checkpoint import require, require_array, restore_generator
-        from privfl.errors import CheckpointError
+        from privfl.core.checkpoint import (
+            require,
+            require_array,
+            restore_optional_generator,
+        )
 
         params = require_array(state, "params", (self.param_spec.dim,), np.float32)
-        saved_rng = require(state, "sampling_rng", (dict, type(None)))
-        if (saved_rng is None) != (not isinstance(self._rng, np.random.Generator)):
-            raise CheckpointError("the checkpoint and this run disagree on whether client "
-                                  "sampling is seeded or drawn from the CSPRNG")
         if hasattr(self.server_optimizer, "load_state_dict"):
             self.server_optimizer.load_state_dict(require(state, "optimizer", dict))
         self.chain.load_state_dict(require(state, "stages", dict))
-        if isinstance(self._rng, np.random.Generator):
-            restore_generator(self._rng, saved_rng)
+        restore_optional_generator(self._rng, state, "sampling_rng", "client sampling")
         self.params = params

@@ -154,21 +154,15 @@ class CentralNoise:
 
         The ledger is checkpointed by the run, once, beside the stages that share it.
         """
-        from privfl.core.checkpoint import generator_state
+        from privfl.core.checkpoint import optional_generator_state
 
-        return {"rng": None if self.rng is None else generator_state(self.rng)}
+        return {"rng": optional_generator_state(self.rng)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the generator's position."""
-        from privfl.core.checkpoint import require, restore_generator
-        from privfl.errors import CheckpointError
+        from privfl.core.checkpoint import restore_optional_generator
 
-        saved = require(state, "rng", (dict, type(None)))
-        if (saved is None) != (self.rng is None):
-            raise CheckpointError("the checkpoint and this run disagree on whether the noise "
-                                  "is seeded (secure_randomness)")
-        if self.rng is not None:
-            restore_generator(self.rng, saved)
+        restore_optional_generator(self.rng, state, "rng", "the central noise")
 
     def _normal(self, size: int, std: float) -> npt.NDArray[np.float64]:
         if self.rng is not None:
