@@ -17,19 +17,19 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-__all__ = ["PAIR_MASK", "SELF_MASK", "expand_mask", "mask_nonce", "zero_bytes"]
+__all__ = ["PAIR_MASK", "SELF_MASK", "expand_mask", "mask_nonce"]
 
 SELF_MASK = 1
 PAIR_MASK = 2
 _ZEROS: dict[int, bytes] = {}
 
 
-def mask_nonce(purpose: int, round_id: int) -> bytes:
-    """16-byte ChaCha20 nonce: counter 0, purpose, round."""
-    return struct.pack("<IIQ", 0, purpose, round_id)
+def mask_nonce(purpose: int, round_id: int, start_block: int = 0) -> bytes:
+    """16-byte ChaCha20 nonce: block counter (0 unless seeking), purpose, round."""
+    return struct.pack("<IIQ", start_block, purpose, round_id)
 
 
-def zero_bytes(n: int) -> bytes:
+def _zeros(n: int) -> bytes:
     """``n`` zero bytes (cached: the keystream is XORed onto them)."""
     if n not in _ZEROS:
         if len(_ZEROS) > 8:
@@ -40,9 +40,13 @@ def zero_bytes(n: int) -> bytes:
 
 def expand_mask(secret: bytes, length: int, dtype: np.dtype[np.unsignedinteger], *,
                 purpose: int, round_id: int,
-                out: npt.NDArray[np.unsignedinteger] | None = None
+                out: npt.NDArray[np.unsignedinteger] | None = None, start_block: int = 0
                 ) -> npt.NDArray[np.unsignedinteger]:
-    """``length`` uniform words of ``dtype`` from a 32-byte secret (into ``out`` if given)."""
+    """``length`` uniform words of ``dtype`` from a 32-byte secret (into ``out`` if given).
+
+    ``start_block`` seeks: the words then begin at byte 64·start_block of the mask's
+    keystream (ChaCha20's block counter), so a coordinate range can be expanded on its own.
+    """
     if len(secret) != 32:
         raise ValueError("mask secrets must be 32 bytes")
     dt = np.dtype(dtype).newbyteorder("<")
@@ -51,6 +55,7 @@ def expand_mask(secret: bytes, length: int, dtype: np.dtype[np.unsignedinteger],
     if out.shape != (length,) or out.dtype.itemsize != dt.itemsize or not out.flags.c_contiguous:
         raise ValueError("`out` must be a contiguous vector of the right length and width")
     nbytes = length * dt.itemsize
-    enc = Cipher(algorithms.ChaCha20(secret, mask_nonce(purpose, round_id)), mode=None).encryptor()
-    enc.update_into(zero_bytes(nbytes), out.view(np.uint8).data)
+    enc = Cipher(algorithms.ChaCha20(secret, mask_nonce(purpose, round_id, start_block)),
+                 mode=None).encryptor()
+    enc.update_into(_zeros(nbytes), out.view(np.uint8).data)
     return out

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import enum
 import os
-import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,10 +39,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from privfl.errors import ConfigurationError
-from privfl.secagg.prg import zero_bytes
+from privfl.secagg.prg import expand_mask
 
 __all__ = ["AUTO_PROCESSES_WORDS", "MaskOp", "UnmaskExecutor", "Unmasker", "net_mask", "shards"]
 
@@ -84,20 +82,13 @@ def shards(length: int, itemsize: int, parts: int) -> list[tuple[int, int]]:
     return [(lo, min(hi, length)) for lo, hi in zip(edges, edges[1:], strict=False) if lo < hi]
 
 
-def _keystream_into(seed: bytes, purpose: int, round_id: int, start_block: int,
-                    out: npt.NDArray[Any]) -> None:
-    nonce = struct.pack("<IIQ", start_block, purpose, round_id)
-    enc = Cipher(algorithms.ChaCha20(seed, nonce), mode=None).encryptor()
-    raw = out.view(np.uint8)
-    enc.update_into(zero_bytes(raw.nbytes), raw.data)
-
-
 def _apply(target: npt.NDArray[Any], ops: Sequence[MaskOp], round_id: int, lo: int,
            scratch: npt.NDArray[Any]) -> None:
     """Subtract (or add) every mask from ``target``, the words [lo, lo + len) of the sum."""
     start_block = lo * target.dtype.itemsize // _BLOCK
     for op in ops:
-        _keystream_into(op.seed, op.purpose, round_id, start_block, scratch)
+        expand_mask(op.seed, len(scratch), scratch.dtype, purpose=op.purpose,
+                    round_id=round_id, out=scratch, start_block=start_block)
         if op.subtract:
             np.subtract(target, scratch, out=target)
         else:
@@ -218,6 +209,7 @@ class Unmasker:
         results data. ``weight`` is the work in keystream-word equivalents, for ``AUTO``.
         """
         mode = self._mode(weight)
+        # threads would not help here: X25519 and the interpolation hold the GIL
         if mode is None or mode is UnmaskExecutor.THREADS or len(items) < 2:
             return fn(items)
         parts = max(1, min(self._parts(), len(items)))
