@@ -5,9 +5,10 @@ clients dropped before upload (after sharing keys: their masks must be removed) 
 after upload (during unmasking), it reports the server's time over all stages (decode, validate,
 fold, reconstruct, unmask, decode the sum), the median client time over all stages, bytes up and
 down per client, and — measured in the same run on the same vectors — a plain FedAvg sum (the
-floor). When ``flwr`` is importable, Flower's own SecAgg+ (``SecAggPlusWorkflow`` and
-``secaggplus_mod``, in process, see ``_flower_secaggplus.py``) is timed on the same vectors and
-scenarios with k = 2⌈log₂ n⌉ + 1; otherwise that part says so and is skipped.
+floor). Each stage's replies reach the server back to back (:class:`_Burst`). When ``flwr`` is
+importable, Flower's own SecAgg+ (``SecAggPlusWorkflow`` and ``secaggplus_mod``, in process,
+see ``_flower_secaggplus.py``) is timed on the same vectors and scenarios with
+k = 2⌈log₂ n⌉ + 1; otherwise that part says so and is skipped.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import importlib.util
 import math
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from privfl.core.securesum import PlainSecureSum
 from privfl.core.spec import Contribution, ValueSpec
-from privfl.core.transport import InMemoryTransport, ScheduledDropout
+from privfl.core.transport import InMemoryTransport, LocalClients, ScheduledDropout
 from privfl.secagg.multiserver import MultiServerSecureSum
 from privfl.secagg.pairwise import PairwiseSecureSum
 
@@ -63,14 +65,52 @@ class _TimedServer:
         self.seconds += time.perf_counter() - t
 
 
-def _one(secure: Any, values: list[np.ndarray], drops: dict[int, set[int]]) -> dict[str, Any]:
+class _Burst:
+    """Delivers a stage's replies to the server back to back, as a network burst arrives.
+
+    The simulated clients run in this process; handing each reply to the server right after
+    its client computed it would make every receive start with caches that the client's
+    crypto filled — a cost of the simulation, not of a server whose clients are elsewhere
+    (measured at n = 1000: 130 µs against 30 µs per upload). Replies are buffered up to
+    ``max_bytes`` and then handed over in order. Flower's server, timed for comparison,
+    likewise processes each stage's replies as one list.
+    """
+
+    def __init__(self, inner: LocalClients, max_bytes: int) -> None:
+        self.inner = inner
+        self.max_bytes = max_bytes
+
+    def exchange(self, requests: Sequence[tuple[int, bytes]]) -> Iterator[Any]:
+        buffered: list[Any] = []
+        size = 0
+        for cid, reply in self.inner.exchange(requests):
+            buffered.append((cid, reply))
+            size += len(reply) if isinstance(reply, bytes) else 0
+            if size >= self.max_bytes:
+                yield from buffered
+                buffered, size = [], 0
+        yield from buffered
+
+
+BURST_BYTES = 256 * 2**20
+"""Replies buffered before the server takes them (0: each as soon as its client replies)."""
+
+
+def _one(secure: Any, values: list[np.ndarray], drops: dict[int, set[int]], *,
+         burst_bytes: int = BURST_BYTES) -> dict[str, Any]:
     n, d = len(values), len(values[0])
     proc = secure.create(ValueSpec(length=d, max_clients=n, linf_bound=1.0))
     server = _TimedServer(proc.new_round(1, list(range(n))))
     per_client: dict[int, list[float]] = {c: [] for c in range(n)}
     sessions = {c: _Timed(proc.client_session(c), per_client[c]) for c in range(n)}
-    out = InMemoryTransport(ScheduledDropout(drops)).run_round(
-        server, sessions, {c: Contribution(values[c], 1.0) for c in range(n)})
+    contributions = {c: Contribution(values[c], 1.0) for c in range(n)}
+
+    def handler(c: int) -> Any:
+        return lambda request: sessions[c].step(request, contributions[c])
+
+    pool = LocalClients({c: handler(c) for c in range(n)})
+    out = InMemoryTransport(ScheduledDropout(drops)).run(
+        server, _Burst(pool, burst_bytes) if burst_bytes > 0 else pool)
     ref = np.sum([values[c].astype(np.float64) for c in out.result.contributors], axis=0)
     return {"server_s": server.seconds,
             "client_s_median": statistics.median(sum(v) for v in per_client.values() if v),

@@ -42,7 +42,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfl.core.securesum import PlainSecureSum
-from privfl.secagg.pairwise import PairwiseSecureSum
+from privfl.secagg.pairwise import PairwiseSecureSum, _pair_seed_batches
 from privfl.secagg.params import find_params
 from privfl.secagg.prg import PAIR_MASK, expand_mask
 from privfl.secagg.unmask import MaskOp, Unmasker, UnmaskExecutor
@@ -82,7 +82,8 @@ class _Recording(Unmasker):
         t2 = time.perf_counter()
         if many != one:
             raise AssertionError("parallel agreements differ from the one-core result")
-        self.agreements += len(items)
+        if fn is _pair_seed_batches:  # one seed per (dropped client, neighbour) agreement
+            self.agreements += len(one)
         self.times["all_cores"] += t1 - t0
         self.times["one_core"] += t2 - t1
         self.times["wrapper"] += time.perf_counter() - t0
@@ -125,7 +126,7 @@ def _floor(ops: list[MaskOp], d: int, agreements: int) -> dict[str, float]:
 def _peak(secure: Any, values: list[np.ndarray], drops: dict[int, set[int]]) -> float:
     tracemalloc.start()
     try:
-        _one(secure, values, drops)
+        _one(secure, values, drops, burst_bytes=0)  # the server's own state, not a burst
         return tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()

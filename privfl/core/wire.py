@@ -163,7 +163,7 @@ class DecodedMessage:
         return v
 
 
-def _encode_payload(f: Field, value: object) -> bytes:
+def _encode_payload(f: Field, value: object) -> bytes | tuple[bytes, memoryview]:
     if f.type is FieldType.UINT:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ConfigurationError(f"field `{f.name}` needs an int. Found {value!r}.")
@@ -193,7 +193,8 @@ def _encode_payload(f: Field, value: object) -> bytes:
     if want.kind == "f" and not np.isfinite(arr).all():
         raise ConfigurationError(f"field `{f.name}` must be finite.")
     head = struct.pack("<BB", _CODE_OF[want], arr.ndim) + struct.pack(f"<{arr.ndim}I", *arr.shape)
-    return head + np.ascontiguousarray(arr, dtype=want).tobytes()
+    data = np.ascontiguousarray(arr, dtype=want)
+    return head, data.reshape(-1).view(np.uint8).data  # copied once, by encode's join
 
 
 def encode(schema: Schema, round_id: int, values: Mapping[str, object]) -> bytes:
@@ -207,18 +208,21 @@ def encode(schema: Schema, round_id: int, values: Mapping[str, object]) -> bytes
     unknown = set(values) - set(schema._by_name)
     if unknown:
         raise ConfigurationError(f"{schema.name}: unknown fields {sorted(unknown)}.")
-    parts: list[bytes] = []
+    parts: list[bytes | memoryview] = []
+    fields = 0
     for f in schema.fields:
         if f.name not in values:
             if f.optional:
                 continue
             raise ConfigurationError(f"{schema.name}: missing field `{f.name}`.")
         payload = _encode_payload(f, values[f.name])
-        parts.append(_FIELD.pack(f.tag, int(f.type), len(payload)))
-        parts.append(payload)
-    body = b"".join(parts)
-    header = _HEADER.pack(_MAGIC, WIRE_VERSION, schema.kind, round_id, len(parts) // 2, len(body))
-    return header + body
+        pieces = payload if isinstance(payload, tuple) else (payload,)
+        parts.append(_FIELD.pack(f.tag, int(f.type), sum(len(p) for p in pieces)))
+        parts.extend(pieces)
+        fields += 1
+    header = _HEADER.pack(_MAGIC, WIRE_VERSION, schema.kind, round_id, fields,
+                          sum(len(p) for p in parts))
+    return b"".join([header, *parts])  # one copy of every payload
 
 
 def _bad(schema: Schema, why: str) -> MalformedMessageError:

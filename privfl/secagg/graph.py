@@ -19,9 +19,12 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from privfl.secagg.params import SecAggParams, ServerModel, complete_params, find_params
 
-__all__ = ["harary_graph", "plan_graph"]
+__all__ = ["harary_graph", "harary_rows", "plan_graph"]
 
 
 def plan_graph(n: int, *, sparse: bool, dropout: float, collusion: float,
@@ -57,6 +60,24 @@ def _order(ids: list[int], seed: bytes | None) -> list[int]:
     return order
 
 
+def harary_rows(n: int, degree: int, seed: bytes | None = None) -> npt.NDArray[np.int64]:
+    """The random Harary graph on vertices 0 … n − 1, as an (n, k) array of sorted neighbours.
+
+    Row i lists vertex i's neighbours; the cyclic order is :func:`_order` of 0 … n − 1, so
+    for ``ids`` sorted, ``ids[rows]`` is :func:`harary_graph` of ``ids`` (same seed).
+    """
+    if degree >= n - 1:  # complete: every other vertex
+        return np.nonzero(~np.eye(n, dtype=bool))[1].reshape(n, max(n - 1, 0)).astype(np.int64)
+    order = np.asarray(_order(list(range(n)), seed), dtype=np.int64)
+    half = degree // 2
+    steps = np.concatenate([np.arange(1, half + 1), -np.arange(1, half + 1)])
+    rows = np.empty((n, 2 * half), dtype=np.int64)
+    # 2·half ≤ degree < n − 1: the 2·half neighbours on the cycle are distinct
+    rows[order] = order[(np.arange(n)[:, None] + steps[None, :]) % n]
+    rows.sort(axis=1)
+    return rows
+
+
 def harary_graph(clients: Sequence[int], degree: int,
                  seed: bytes | None = None) -> dict[int, tuple[int, ...]]:
     """Random Harary graph of even ``degree`` (or complete if degree = n − 1).
@@ -68,15 +89,6 @@ def harary_graph(clients: Sequence[int], degree: int,
             (the server's choice); bytes derive it deterministically, so that clients can
             recompute a graph drawn from randomness they contributed.
     """
-    ids = list(clients)
-    n = len(ids)
-    if degree >= n - 1:
-        return {c: tuple(sorted(set(ids) - {c})) for c in ids}
-    order = _order(sorted(ids), seed)
-    half = degree // 2
-    nbrs: dict[int, set[int]] = {c: set() for c in ids}
-    for i, c in enumerate(order):
-        for j in range(1, half + 1):
-            nbrs[c].add(order[(i + j) % n])
-            nbrs[c].add(order[(i - j) % n])
-    return {c: tuple(sorted(v)) for c, v in nbrs.items()}
+    ids = np.asarray(sorted(clients), dtype=np.int64)
+    neighbours = ids[harary_rows(len(ids), degree, seed)].tolist()
+    return {c: tuple(row) for c, row in zip(ids.tolist(), neighbours, strict=True)}

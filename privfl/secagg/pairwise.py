@@ -91,7 +91,7 @@ from privfl.errors import (
     ProtocolViolationError,
 )
 from privfl.secagg import shamir
-from privfl.secagg.graph import harary_graph, plan_graph
+from privfl.secagg.graph import harary_graph, harary_rows, plan_graph
 from privfl.secagg.identity import IdentityBook, IdentityRegistry
 from privfl.secagg.keyagreement import (
     check_public,
@@ -970,15 +970,19 @@ class _Server:
             to = frm = np.zeros(0, dtype=np.int64)
             rows = np.zeros((0, _CT_BYTES), dtype=np.uint8)
         order = np.lexsort((frm, to))
-        to, frm, rows = to[order], frm[order], rows[order]
+        to, frm = to[order], frm[order]
+        recipients = sorted(self.u2)
+        want = np.asarray(recipients, dtype=np.int64)
+        starts = np.searchsorted(to, want, side="left").tolist()
+        ends = np.searchsorted(to, want, side="right").tolist()
         out = {}
-        for u in sorted(self.u2):
-            lo, hi = np.searchsorted(to, [u, u + 1])
+        for u, lo, hi in zip(recipients, starts, ends, strict=True):
             senders = frm[lo:hi]
             self._need_neighbours(u, len(senders), "shared keys")
             self.relayed[u] = set(senders.tolist())
+            # gathered per recipient (21 kB at k = 162), not as one sorted copy of every row
             out[u] = wire.encode(_MASK_REQ, self.round_id, {
-                "ids": senders.astype(_IDS), "ciphertexts": rows[lo:hi].tobytes()})
+                "ids": senders.astype(_IDS), "ciphertexts": rows[order[lo:hi]].tobytes()})
         return out
 
     def _u1_digest(self) -> bytes:
@@ -1007,25 +1011,32 @@ class _Server:
             self.graph_seed = _graph_seed(self.round_id, self.u1,
                                           b"".join(self.nonces[v] for v in self.u1))
         self.u1 = alive
-        self.graph = harary_graph(alive, min(self.plan.degree, len(alive) - 1),
-                                  seed=self.graph_seed)
+        ids = np.asarray(alive, dtype=np.int64)
+        rows = harary_rows(len(alive), min(self.plan.degree, len(alive) - 1), self.graph_seed)
+        neighbours = ids[rows]
+        self.graph = {u: tuple(r) for u, r in zip(alive, neighbours.tolist(), strict=True)}
         threshold = self.plan.threshold
+        if rows.shape[1] + 1 < threshold:
+            raise ProtocolAbortError(f"round {self.round_id}: clients have only "
+                                     f"{rows.shape[1]} neighbours; threshold {threshold}.")
+        # every advertised key once, as rows: each request gathers its neighbours' rows
+        c_pks = np.frombuffer(b"".join(self.keys[v][0] for v in alive), np.uint8).reshape(-1, 32)
+        s_pks = np.frombuffer(b"".join(self.keys[v][1] for v in alive), np.uint8).reshape(-1, 32)
+        wire_ids = neighbours.astype(_IDS)
+        common: dict[str, object] = {"threshold": threshold, "selected": len(self.selected)}
+        if self.cfg.malicious:
+            sigs = [self.key_sigs[v] for v in alive]
+            common["u1"] = _id_array(alive)
+        if self.cfg.reveal:
+            common["nonces"] = b"".join(self.nonces[v] for v in alive)
         out = {}
-        for u in alive:
-            nbrs = self.graph[u]
-            if len(nbrs) + 1 < threshold:
-                raise ProtocolAbortError(f"round {self.round_id}: client {u} has only "
-                                         f"{len(nbrs)} neighbours; threshold {threshold}.")
+        for i, u in enumerate(alive):
+            r = rows[i]
             values: dict[str, object] = {
-                "ids": _id_array(nbrs),
-                "c_pks": b"".join(self.keys[v][0] for v in nbrs),
-                "s_pks": b"".join(self.keys[v][1] for v in nbrs),
-                "threshold": threshold, "selected": len(self.selected)}
+                "ids": wire_ids[i], "c_pks": c_pks[r].tobytes(), "s_pks": s_pks[r].tobytes(),
+                **common}
             if self.cfg.malicious:
-                values["sigs"] = b"".join(self.key_sigs[v] for v in nbrs)
-                values["u1"] = _id_array(alive)
-            if self.cfg.reveal:
-                values["nonces"] = b"".join(self.nonces[v] for v in alive)
+                values["sigs"] = b"".join(sigs[j] for j in r.tolist())
             out[u] = wire.encode(_SHARE_REQ, self.round_id, values)
         return out
 
@@ -1107,8 +1118,12 @@ class _Server:
         weight = (len(self.u3) + len(masked_with) * self.plan.degree) * self.cfg.length
         items = [([(kind, c) for c in owners[a:b]], xs[a:b], ys[a:b])
                  for kind, owners, xs, ys in tables for a, b in _slices(len(owners), 8)]
+        # interpolation costs about 700 keystream words per share: a round of n = 1000 stays
+        # in this thread, where a process pool would cost more to feed than it saves
+        share_work = sum(len(owners) for _, owners, _, _ in tables) * self.plan.threshold * 700
         try:
-            secrets_ = dict(self.unmasker.map_chunks(_reconstruct_chunk, items, weight=weight))
+            secrets_ = dict(self.unmasker.map_chunks(_reconstruct_chunk, items,
+                                                     weight=share_work))
         except ProtocolAbortError as exc:
             raise ProtocolAbortError(f"round {self.round_id}: {exc}") from exc
         ops: list[MaskOp] = []
