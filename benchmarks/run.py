@@ -26,6 +26,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=0, help="override the configured repeats")
     p.add_argument("--quick", action="store_true", help="smallest sizes only (a smoke test)")
     p.add_argument("--jobs", type=int, default=0, help="suites: worker processes (0: auto)")
+    p.add_argument("--clients", type=int, nargs="*", default=None,
+                   help="secagg_derived: only these n")
+    p.add_argument("--dims", type=int, nargs="*", default=None, help="secagg_derived: only these d")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
     if args.name in SUITES:

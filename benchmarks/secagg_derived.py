@@ -26,6 +26,7 @@ Medians of 3 rounds per case (1 where n·d > 10⁸).
 
     python -m benchmarks.run secagg_derived            # every case (about 30 minutes, 2 cores)
     python -m benchmarks.run secagg_derived --quick    # n = 100, d = 10⁵, both (γ, δ)
+    python -m benchmarks.run secagg_derived --clients 1000 --dims 100000   # one (n, d)
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = dict(CONFIG)
     if args.quick:
         cfg.update(clients=[100], dims=[100_000])
+    for key in ("clients", "dims"):  # one case of the suite, e.g. --clients 1000 --dims 100000
+        if getattr(args, key, None):
+            cfg[key] = list(getattr(args, key))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     rng = np.random.default_rng(0)
