@@ -25,6 +25,7 @@ from privfl.errors import (
     EncodingOverflowError,
     ProtocolAbortError,
 )
+from privfl.secagg.keyagreement import SMALL_ORDER_U
 from privfl.secagg.multiserver import _INPUT as _MS_INPUT
 from privfl.secagg.multiserver import MultiServerSecureSum
 from privfl.secagg.pairwise import _KEYS, _MASKED, PairwiseSecureSum
@@ -141,20 +142,27 @@ def test_item3_two_open_multiserver_rounds_do_not_share_a_sum() -> None:
 
 
 # --- item 4: a low-order key excludes one client, it does not kill the round -----------------
-def _zero_key(field: str):  # type: ignore[no-untyped-def]
+def _zero_key(field: str, key: bytes = bytes(32)):  # type: ignore[no-untyped-def]
     def edit(reply: bytes) -> bytes:
         msg = wire.decode(reply, _KEYS)
-        return wire.encode(_KEYS, msg.round_id, {**msg.values, field: bytes(32)})
+        return wire.encode(_KEYS, msg.round_id, {**msg.values, field: key})
     return edit
+
+
+# the all-zero key, and a point of order 8 written non-canonically (top bit set)
+_LOW_ORDER_KEYS = [bytes(32), (min(SMALL_ORDER_U - {0, 1, 2**255 - 20})
+                               | 1 << 255).to_bytes(32, "little")]
 
 
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("field", ["c_pk", "s_pk"])
-def test_item4_all_zero_x25519_key_excludes_its_client(sparse: bool, field: str) -> None:
+@pytest.mark.parametrize("key", _LOW_ORDER_KEYS, ids=["zero", "order8-top-bit"])
+def test_item4_all_zero_x25519_key_excludes_its_client(sparse: bool, field: str,
+                                                       key: bytes) -> None:
     vals = {c: np.full(3, 0.1 * (c + 1)) for c in range(6)}
     out = _run(PairwiseSecureSum(sparse=sparse), ValueSpec(length=3, max_clients=6,
                                                           linf_bound=1.0), vals,
-               wrap={2: lambda s: _Tamper(s, _KEYS.kind, _zero_key(field))})
+               wrap={2: lambda s: _Tamper(s, _KEYS.kind, _zero_key(field, key))})
     assert "low-order" in out.dropped[2]
     np.testing.assert_allclose(out.result.weighted_sum,
                                sum(vals[c] for c in range(6) if c != 2), atol=1e-6)
