@@ -94,8 +94,8 @@ SMALL_ORDER_U = _small_order_u()
 def check_public(peer: bytes, who: str) -> None:
     """Reject a public key that is not 32 bytes or is a low-order point.
 
-    X25519 (RFC 7748) ignores the top bit of a key and reduces it mod p; the shared secret of
-    any clamped scalar (a multiple of the cofactor 8, below the prime order) with a point P is
+    X25519 (RFC 7748) ignores the top bit of a key and reduces it mod p; a clamped scalar is
+    8·s′ with 2²⁵¹ ≤ s′ < 2²⁵² below the prime order q, so its shared secret with a point P is
     zero exactly when 8·P is the identity, i.e. when u mod p is in :data:`SMALL_ORDER_U`. That
     decides it in a microsecond instead of one agreement (40 µs), which matters for a server
     that checks 2n keys a round.
